@@ -1,0 +1,2 @@
+"""Verification tools: Hypothesis state machines, the interleaving explorer, the
+linearizability checker."""
