@@ -159,6 +159,7 @@ class TrackerMachine(RuleBasedStateMachine):
         s = self.t.stats()
         assert s.used == self._model_used(), f"used={s.used} model={self._model_used()}"
         assert s.open_count == len(self.open)
+        assert s.spent == self.spent and s.open_reserved == sum(self.open.values())
         assert s.underestimated == self.underestimated
         assert s.overshoot >= max(s.used - s.limit, 0)
         check_budget_invariants(

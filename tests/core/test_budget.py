@@ -230,3 +230,15 @@ def test_threads_never_overspend_and_account_exactly() -> None:
 def test_threads_soak() -> None:
     for seed in range(10):
         _stress(threads=16, ops=20_000, seed=seed)
+
+
+def test_seed_settle_larger_than_what_is_open_raises() -> None:
+    tracker = BudgetTracker(1)
+    assert tracker.try_reserve(100) and tracker.try_reserve(50)
+    tracker.settle(100, 100)
+    before = tracker.stats()
+    with pytest.raises(ReservationStateError, match="50 µ\\$ in 1 open"):
+        tracker.settle(100, 0)  # a second settle of the first reservation
+    assert tracker.stats() == before
+    tracker.settle(50, 20)
+    assert tracker.stats().used == 120
