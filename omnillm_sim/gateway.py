@@ -1,0 +1,622 @@
+"""The clock-free gateway: admit a request, later finish it with its outcome.
+
+``Gateway.admit(request, now)`` estimates the request, picks a key, reserves budget and
+rate-limit capacity, and returns an `Admission` (or a `Rejection` with a `RejectReason`).
+``Gateway.finish(admission, outcome, now)`` settles the budget, releases the key's in-flight
+tokens, updates the key's health (dead / 429 cooldown / breaker), and returns a `Settlement`.
+Every admission must be finished exactly once; a second finish raises
+`ReservationStateError`. Nothing here sleeps or reads a clock.
+
+The policy (``omnillm-0.1.5`` or ``safe``, see `omnillm_sim.policy`) decides the order of the
+checks and every behaviour in which the two differ:
+
+* ``omnillm-0.1.5``: acquire a key and its in-flight tokens -> ``budget.try_reserve`` -> the
+  chosen key's RPM window (a full window refunds the budget in full, ``settle(est, 0)``, and
+  rejects ``RATE_LIMITED``; other keys are not tried).
+* ``safe``: choose among keys whose in-flight cap, RPM window and token bucket all have room
+  -> ``budget.reserve`` (a `Reservation` handle) -> commit the key's limits.
+
+>>> from random import Random
+>>> from omnillm_sim.budget import BudgetTracker
+>>> from omnillm_sim.pricing import Usage, catalogue
+>>> gw = Gateway(GatewayConfig(keys=(KeyConfig(label="a"),)), budget=BudgetTracker("1.00"),
+...              prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=Random(0))
+>>> adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=100, max_output_tokens=1024),
+...                now=0.0)
+>>> adm.estimate.cost            # (400 // 4 + 1024) tokens x $5/M, all at the input rate
+5620
+>>> gw.finish(adm, ok(Usage(100, 1024)), now=2.0).charged     # 500 + 15,360
+15860
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from omnillm_sim.breaker import Ticket
+from omnillm_sim.budget import BudgetStats, BudgetTracker, Reservation
+from omnillm_sim.errors import (
+    BudgetExceeded,
+    ConfigError,
+    InvalidValueError,
+    ReservationStateError,
+)
+from omnillm_sim.estimate import Estimate, EstimateRequest, Estimator, get_estimator
+from omnillm_sim.keypool import (
+    DEFAULT_RETRY_AFTER,
+    STRATEGIES,
+    KeyConfig,
+    KeyPool,
+    KeyState,
+    KeyStatus,
+)
+from omnillm_sim.keypool import _config as _check_config
+from omnillm_sim.money import MicroDollar
+from omnillm_sim.policy import Policy, get_policy
+from omnillm_sim.pricing import PriceTable, Usage
+from omnillm_sim.validate import non_negative_float, non_negative_int, positive_float, positive_int
+
+__all__ = [
+    "Admission",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayStats",
+    "KeyConfig",
+    "KeyEffect",
+    "KeyStatus",
+    "Outcome",
+    "OutcomeKind",
+    "RejectReason",
+    "Rejection",
+    "Request",
+    "Settlement",
+    "cancelled",
+    "http_error",
+    "ok",
+    "stream_dropped",
+    "timeout",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One LLM request as the gateway sees it.
+
+    ``prompt_tokens`` is the true prompt size; ``prompt_bytes`` what omnillm's bytes/4
+    heuristic sees (``None``: ``4 * prompt_tokens``).
+
+    Raises:
+        InvalidValueError: a negative or non-integer count, an empty model, a non-bool stream.
+    """
+
+    id: int
+    model: str
+    prompt_tokens: int
+    max_output_tokens: int | None = None
+    prompt_bytes: int | None = None
+    stream: bool = False
+
+    def __post_init__(self) -> None:
+        if type(self.id) is not int:
+            raise InvalidValueError("id", self.id, "must be an integer")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InvalidValueError("model", self.model, "must be a non-empty model name")
+        non_negative_int("prompt_tokens", self.prompt_tokens)
+        if self.max_output_tokens is not None:
+            non_negative_int("max_output_tokens", self.max_output_tokens)
+        if self.prompt_bytes is not None:
+            non_negative_int("prompt_bytes", self.prompt_bytes)
+        if not isinstance(self.stream, bool):
+            raise InvalidValueError("stream", self.stream, "must be True or False")
+
+    @property
+    def bytes(self) -> int:
+        """The prompt's UTF-8 length as the estimator sees it."""
+        return 4 * self.prompt_tokens if self.prompt_bytes is None else self.prompt_bytes
+
+
+class RejectReason(enum.Enum):
+    """Why `Gateway.admit` refused a request."""
+
+    NO_KEY = "no-key"
+    BUDGET = "budget"
+    RATE_LIMITED = "rate-limited"
+
+
+OutcomeKind = Literal["ok", "http_error", "timeout", "cancelled", "stream_dropped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an admitted call ended. Build it with `ok`, `http_error`, `timeout`, `cancelled`
+    or `stream_dropped`.
+
+    Raises:
+        InvalidValueError: a status outside 400-599, a negative or non-finite retry_after,
+            a usage that is not a `Usage`.
+    """
+
+    kind: OutcomeKind
+    usage: Usage | None = None
+    status: int | None = None
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ok", "http_error", "timeout", "cancelled", "stream_dropped"):
+            raise InvalidValueError("kind", self.kind, "is not an outcome kind")
+        if self.usage is not None and not isinstance(self.usage, Usage):
+            raise InvalidValueError("usage", self.usage, "must be a Usage")
+        if self.kind == "ok" and self.usage is None:
+            raise InvalidValueError("usage", None, "is required for ok()")
+        if self.kind == "http_error":
+            if type(self.status) is not int or not 400 <= self.status <= 599:
+                raise InvalidValueError("status", self.status, "must be an HTTP error 400-599")
+            if self.retry_after is not None:
+                non_negative_float("retry_after", self.retry_after)
+
+
+def ok(usage: Usage) -> Outcome:
+    """The call succeeded and the provider reported ``usage``."""
+    return Outcome("ok", usage)
+
+
+def http_error(status: int, retry_after: float | None = None) -> Outcome:
+    """The provider answered ``status`` (400-599); ``retry_after`` in seconds for a 429."""
+    return Outcome("http_error", status=status, retry_after=retry_after)
+
+
+def timeout() -> Outcome:
+    """The whole-request timeout fired (for a stream: mid-way, with no usage seen)."""
+    return Outcome("timeout")
+
+
+def cancelled(partial_usage: Usage | None = None) -> Outcome:
+    """The caller cancelled; ``partial_usage`` if a (streamed) usage report was seen."""
+    return Outcome("cancelled", partial_usage)
+
+
+def stream_dropped(partial_usage: Usage | None) -> Outcome:
+    """A streamed call failed mid-way; ``partial_usage`` if a usage report was seen."""
+    return Outcome("stream_dropped", partial_usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted request on key index ``key``; pass it to `Gateway.finish` exactly once."""
+
+    request: Request
+    key: int
+    key_label: str
+    estimate: Estimate
+    admitted_at: float
+    _seq: int = field(repr=False, compare=False)
+    _ticket: Ticket = field(repr=False, compare=False)
+    _reservation: Reservation | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused request: ``reason``, the key involved (if any) and a readable ``detail``."""
+
+    request: Request
+    reason: RejectReason
+    key: int | None
+    detail: str
+    estimate: Estimate | None = None
+
+
+KeyEffect = Literal["none", "success", "failure", "breaker-tripped", "cooldown", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What `Gateway.finish` did: ``charged`` µ$ (finally charged to the budget), the effect
+    on the key, and ``underestimate`` = ``max(charged - estimate, 0)``."""
+
+    admission: Admission
+    outcome: Outcome
+    charged: MicroDollar
+    key_effect: KeyEffect
+    underestimate: MicroDollar = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """A gateway's keys and knobs; the defaults are omnillm 0.1.5's.
+
+    ``strategy=None`` uses the policy's default (``omnillm`` / ``least-loaded``).
+    ``half_open_probes`` applies to the safe breaker only. ``request_timeout`` is for the
+    driver (the simulator); the gateway itself never waits.
+
+    Raises:
+        ConfigError: no keys, duplicate labels, unknown policy or strategy, a zero or
+            negative cap, threshold, cooldown or timeout.
+    """
+
+    keys: tuple[KeyConfig, ...]
+    policy: str | Policy = "omnillm-0.1.5"
+    strategy: str | None = None
+    attempt_cap: int = 5
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    request_timeout: float = 120.0
+    half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keys, tuple):
+            object.__setattr__(self, "keys", tuple(self.keys))
+        if not self.keys:
+            raise ConfigError("keys", self.keys, "must name at least one key")
+        for i, key in enumerate(self.keys):
+            if not isinstance(key, KeyConfig):
+                raise ConfigError(f"keys[{i}]", key, "must be a KeyConfig")
+        labels = [k.label for k in self.keys]
+        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        if dupes:
+            raise ConfigError("keys", dupes, "labels must be unique")
+        get_policy(self.policy)
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            raise ConfigError(
+                "strategy", self.strategy, f"must be one of {', '.join(sorted(STRATEGIES))}"
+            )
+        for name, check in (
+            ("attempt_cap", positive_int),
+            ("breaker_threshold", positive_int),
+            ("breaker_cooldown", positive_float),
+            ("request_timeout", positive_float),
+            ("half_open_probes", positive_int),
+        ):
+            _check_config(check, name, getattr(self, name), "")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """Counters of one gateway. Money in micro-dollars.
+
+    ``underestimated`` sums ``max(charged - estimate, 0)`` over settlements (the I3 bound);
+    ``overshoot`` is the budget's peak ``max(used - limit, 0)``.
+    """
+
+    policy: str
+    strategy: str
+    admitted: int
+    rejected_no_key: int
+    rejected_budget: int
+    rejected_rate_limited: int
+    in_flight: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    charged: MicroDollar
+    underestimated: MicroDollar
+    underestimated_requests: int
+    overshoot: MicroDollar
+    keys_dead: int
+    breaker_trips: int
+    budget: BudgetStats
+
+    @property
+    def rejected(self) -> int:
+        """All rejections."""
+        return self.rejected_no_key + self.rejected_budget + self.rejected_rate_limited
+
+    @property
+    def finished(self) -> int:
+        """Admissions finished so far."""
+        return self.succeeded + self.failed + self.cancelled
+
+
+class Gateway:
+    """An LLM gateway over a pool of keys, a budget and a price table (see the module doc).
+
+    Raises:
+        ConfigError: from the config (unknown policy or strategy, bad numbers).
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        budget: BudgetTracker,
+        prices: PriceTable,
+        rng: random.Random,
+    ) -> None:
+        self._config = config
+        self._policy = get_policy(config.policy)
+        self._budget = budget
+        self._prices = prices
+        self._estimator: Estimator = get_estimator(self._policy.estimator)
+        self._pool = KeyPool(
+            config.keys,
+            strategy=config.strategy or self._policy.default_strategy,
+            rng=rng,
+            attempt_cap=config.attempt_cap,
+            breaker=self._policy.breaker,
+            breaker_threshold=config.breaker_threshold,
+            breaker_cooldown=config.breaker_cooldown,
+            half_open_probes=config.half_open_probes,
+            rate_in_selection=self._policy.rate_in_selection,
+            token_buckets=self._policy.token_buckets,
+        )
+        self._now = float("-inf")
+        self._seq = 0
+        self._open: set[int] = set()
+        self._admitted = 0
+        self._rejected = dict.fromkeys(RejectReason, 0)
+        self._succeeded = self._failed = self._cancelled = 0
+        self._charged = 0
+        self._underestimated = 0
+        self._underestimated_requests = 0
+        self._trips = 0
+
+    # -- read-only state -------------------------------------------------------------------
+
+    @property
+    def budget(self) -> BudgetTracker:
+        """The budget this gateway reserves from."""
+        return self._budget
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table every estimate and charge uses."""
+        return self._prices
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self._policy
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The configuration this gateway was built from."""
+        return self._config
+
+    @property
+    def pool(self) -> KeyPool:
+        """The key pool (read it; change it only through admit/finish)."""
+        return self._pool
+
+    @property
+    def in_flight(self) -> int:
+        """Admissions not yet finished."""
+        return len(self._open)
+
+    def check_models(self, *models: str) -> None:
+        """Fail now, not mid-run, if the price table cannot price one of ``models``.
+
+        Raises:
+            UnknownModelError: a model the table does not know (and no fallback).
+        """
+        for model in models:
+            self._prices.price(model)
+
+    def estimate(self, request: Request) -> Estimate:
+        """The estimate this gateway's policy makes for ``request`` (consumes nothing)."""
+        return self._estimator.estimate(
+            EstimateRequest(
+                model=request.model,
+                prompt_bytes=request.bytes,
+                max_output_tokens=request.max_output_tokens,
+                prompt_tokens=request.prompt_tokens,
+            ),
+            self._prices,
+        )
+
+    def _tick(self, now: float) -> float:
+        if isinstance(now, bool) or not isinstance(now, int | float) or now != now:
+            raise InvalidValueError("now", now, "must be a number of seconds")
+        if now < self._now:
+            raise InvalidValueError("now", now, f"must be >= {self._now} (time never goes back)")
+        self._now = float(now)
+        return self._now
+
+    # -- admit ----------------------------------------------------------------------------
+
+    def admit(self, request: Request, now: float) -> Admission | Rejection:
+        """Admit ``request`` at ``now`` or say why not (see the module doc for the order).
+
+        Raises:
+            UnknownModelError: the price table cannot price the request's model.
+            InvalidValueError: ``now`` is earlier than a time already seen.
+        """
+        now = self._tick(now)
+        est = self.estimate(request)
+        k = self._pool.select(est.tokens, now)
+        if k is None:
+            rate_limited, detail = self._pool.explain(est.tokens, now)
+            reason = RejectReason.RATE_LIMITED if rate_limited else RejectReason.NO_KEY
+            return self._reject(request, reason, None, detail, est)
+        key = self._pool.keys[k]
+        if self._policy.handles:
+            return self._admit_safe(request, key, est, now)
+        return self._admit_faithful(request, key, est, now)
+
+    def _admit_faithful(
+        self, request: Request, key: KeyState, est: Estimate, now: float
+    ) -> Admission | Rejection:
+        key.cap.try_acquire(est.tokens, now)  # the strategy checked the room
+        if not self._budget.try_reserve(est.cost):
+            key.cap.release(est.tokens, now)
+            detail = f"estimate {est.cost} µ$ > remaining {self._budget.remaining()} µ$"
+            return self._reject(request, RejectReason.BUDGET, key.index, detail, est)
+        rpm = key.rpm.try_acquire(now)
+        if not rpm:
+            self._budget.settle(est.cost, 0)  # omnillm refunds the reservation in full
+            key.cap.release(est.tokens, now)
+            detail = f"key {key.label!r}: {rpm.reason}"
+            return self._reject(request, RejectReason.RATE_LIMITED, key.index, detail, est)
+        return self._admission(request, key, est, now, None)
+
+    def _admit_safe(
+        self, request: Request, key: KeyState, est: Estimate, now: float
+    ) -> Admission | Rejection:
+        try:
+            reservation = self._budget.reserve(est.cost, label=f"request {request.id}")
+        except BudgetExceeded as exc:
+            detail = f"estimate {exc.requested} µ$ > remaining {exc.available} µ$"
+            return self._reject(request, RejectReason.BUDGET, None, detail, est)
+        key.cap.try_acquire(est.tokens, now)
+        key.rpm.try_acquire(now)
+        if key.bucket is not None:
+            key.bucket.try_acquire(est.tokens, now)
+        return self._admission(request, key, est, now, reservation)
+
+    def _admission(
+        self,
+        request: Request,
+        key: KeyState,
+        est: Estimate,
+        now: float,
+        reservation: Reservation | None,
+    ) -> Admission:
+        self._seq += 1
+        self._open.add(self._seq)
+        self._admitted += 1
+        ticket = key.breaker.acquire(now)
+        return Admission(request, key.index, key.label, est, now, self._seq, ticket, reservation)
+
+    def _reject(
+        self,
+        request: Request,
+        reason: RejectReason,
+        key: int | None,
+        detail: str,
+        est: Estimate,
+    ) -> Rejection:
+        self._rejected[reason] += 1
+        return Rejection(request, reason, key, detail, est)
+
+    # -- finish ---------------------------------------------------------------------------
+
+    def finish(self, admission: Admission, outcome: Outcome, now: float) -> Settlement:
+        """End ``admission`` with ``outcome`` at ``now``: settle, release, update the key.
+
+        Raises:
+            ReservationStateError: the admission was already finished (or is not ours).
+            InvalidValueError: ``stream_dropped`` for a request that was not streamed;
+                ``now`` earlier than a time already seen.
+        """
+        now = self._tick(now)
+        if admission._seq not in self._open or admission.key >= len(self._pool):
+            raise ReservationStateError(
+                f"{admission!r} was already finished (or comes from another gateway)"
+            )
+        if outcome.kind == "stream_dropped" and not admission.request.stream:
+            raise InvalidValueError("outcome", outcome, "stream_dropped needs stream=True")
+        self._open.discard(admission._seq)
+        key = self._pool.keys[admission.key]
+        key.cap.release(admission.estimate.tokens, now)
+        charged = self._charge(admission, outcome)
+        if admission._reservation is not None:
+            admission._reservation.settle(charged)
+        else:
+            self._budget.settle(admission.estimate.cost, charged)
+        effect = self._key_effect(key, admission, outcome, now)
+        under = max(charged - admission.estimate.cost, 0)
+        self._charged += charged
+        if under:
+            self._underestimated += under
+            self._underestimated_requests += 1
+        if outcome.kind == "ok":
+            self._succeeded += 1
+        elif outcome.kind == "cancelled":
+            self._cancelled += 1
+        else:
+            self._failed += 1
+        return Settlement(admission, outcome, charged, effect, under)
+
+    def _charge(self, admission: Admission, outcome: Outcome) -> MicroDollar:
+        request, est = admission.request, admission.estimate
+        if outcome.kind == "ok":
+            assert outcome.usage is not None
+            return self._prices.cost(request.model, outcome.usage)
+        if outcome.kind == "http_error":
+            return 0  # the provider refused: nothing billed (both policies)
+        faithful = self._policy.unknown_usage == "omnillm"
+        if faithful and not request.stream:
+            return 0  # omnillm's `call`: cancel and network errors refund in full
+        if outcome.usage is not None:
+            return self._prices.cost(request.model, outcome.usage)
+        if faithful:
+            # omnillm's `stream` with no Usage event: {prompt: est_prompt, completion:
+            # generated_chars / 4}; the gateway model sees no characters, so completion = 0.
+            return self._prices.cost(request.model, Usage(est.prompt_tokens, 0))
+        return est.cost  # usage unknown: the provider may have billed up to the bound
+
+    def _key_effect(
+        self, key: KeyState, admission: Admission, outcome: Outcome, now: float
+    ) -> KeyEffect:
+        ticket, policy = admission._ticket, self._policy
+        if outcome.kind == "ok":
+            key.breaker.record_success(ticket, now)
+            return "success"
+        if outcome.kind == "cancelled":
+            key.breaker.record_ignored(ticket, now)
+            return "none"
+        if outcome.kind == "http_error":
+            status = outcome.status
+            if status == 401 or (status == 403 and policy.forbidden_kills_key):
+                key.dead = True
+                key.breaker.record_ignored(ticket, now)
+                return "dead"
+            if status == 429:
+                key.cool_down(now, self._retry_after(outcome.retry_after))
+                key.breaker.record_ignored(ticket, now)
+                if policy.return_slot_on_429:
+                    key.rpm.forget_latest(admission.admitted_at)
+                return "cooldown"
+            assert status is not None
+            counts = policy.client_errors_count or status in (403, 408) or status >= 500
+            if not counts:
+                key.breaker.record_ignored(ticket, now)
+                return "none"
+        if key.breaker.record_failure(ticket, now):
+            self._trips += 1
+            return "breaker-tripped"
+        return "failure"
+
+    def _retry_after(self, retry_after: float | None) -> float:
+        if retry_after is None:
+            return DEFAULT_RETRY_AFTER
+        if self._policy.integer_retry_after and not float(retry_after).is_integer():
+            return DEFAULT_RETRY_AFTER  # omnillm parses the header as u64 seconds only
+        return float(retry_after)
+
+    # -- observability ---------------------------------------------------------------------
+
+    def key_status(self, now: float) -> list[KeyStatus]:
+        """Every key's state at ``now``."""
+        return self._pool.status(self._tick(now))
+
+    def stats(self) -> GatewayStats:
+        """A snapshot of the gateway's counters and its budget's."""
+        budget = self._budget.stats()
+        return GatewayStats(
+            policy=self._policy.name,
+            strategy=self._pool.strategy.name,
+            admitted=self._admitted,
+            rejected_no_key=self._rejected[RejectReason.NO_KEY],
+            rejected_budget=self._rejected[RejectReason.BUDGET],
+            rejected_rate_limited=self._rejected[RejectReason.RATE_LIMITED],
+            in_flight=len(self._open),
+            succeeded=self._succeeded,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            charged=self._charged,
+            underestimated=self._underestimated,
+            underestimated_requests=self._underestimated_requests,
+            overshoot=budget.overshoot,
+            keys_dead=sum(k.dead for k in self._pool.keys),
+            breaker_trips=self._trips,
+            budget=budget,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Gateway policy={self._policy.name} strategy={self._pool.strategy.name}"
+            f" keys={len(self._pool)} in_flight={len(self._open)} admitted={self._admitted}"
+            f" rejected={sum(self._rejected.values())} {self._budget!r}>"
+        )

@@ -1,0 +1,462 @@
+"""API keys, their per-key state, and the strategies that pick a key for a request.
+
+A `KeyState` is one key: a dead flag (401, and 403 under the faithful policy), a 429 cooldown
+(``max(old, now + retry_after)``), a circuit breaker, omnillm's in-flight token cap ("TPM"),
+the RPM sliding window, and optionally a true per-minute `TokenBucket`.
+
+A key is *available* when it is not dead, not cooling and its breaker allows a call. RPM is
+not part of availability (as in omnillm); a `KeyPool` built with ``rate_in_selection=True``
+(the safe policy) also treats a key whose RPM window or token bucket is full as not fitting.
+
+Strategies (`STRATEGIES`, chosen by name) see the pool through a `PoolView` and return the
+index of a key that is available and fits, or ``None``:
+
+* ``omnillm`` — uniform random start (from the injected ``random.Random``), one pass over
+  the ring, first fit; at most ``attempt_cap`` *available* keys are examined (unavailable
+  keys are skipped for free), so with more than ``attempt_cap`` available keys free capacity
+  further along the ring can be missed (reference section 3).
+* ``round-robin`` — the next key after the previous pick that fits.
+* ``least-loaded`` — the fitting key with the smallest in-flight fraction (ties: fewer
+  requests in the RPM window, then lowest index).
+* ``power-of-two`` — two distinct fitting keys drawn at random, the less loaded one wins.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from omnillm_sim.breaker import BreakerState, FaithfulBreaker, SafeBreaker
+from omnillm_sim.errors import ConfigError, InvalidValueError
+from omnillm_sim.ratelimit import InflightTokenCap, SlidingWindowLog, TokenBucket
+from omnillm_sim.validate import positive_float, positive_int
+
+__all__ = [
+    "STRATEGIES",
+    "KeyConfig",
+    "KeyPool",
+    "KeyState",
+    "KeyStatus",
+    "LeastLoadedStrategy",
+    "OmnillmStrategy",
+    "PoolView",
+    "PowerOfTwoStrategy",
+    "RoundRobinStrategy",
+    "Strategy",
+    "make_strategy",
+]
+
+RPM_WINDOW = 60.0
+DEFAULT_RETRY_AFTER = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyConfig:
+    """One API key: ``rpm`` requests per 60 s window, ``tpm`` tokens in flight (omnillm's
+    "TPM"), and optionally a true ``tokens_per_minute`` limit (enforced by the safe policy).
+
+    Raises:
+        ConfigError: empty label; ``rpm``, ``tpm`` or ``tokens_per_minute`` not an int > 0.
+    """
+
+    label: str
+    rpm: int = 500
+    tpm: int = 90_000
+    tokens_per_minute: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ConfigError("label", self.label, "must be a non-empty string")
+        where = f"key {self.label!r}"
+        for name in ("rpm", "tpm"):
+            _config(positive_int, name, getattr(self, name), where)
+        if self.tokens_per_minute is not None:
+            _config(positive_int, "tokens_per_minute", self.tokens_per_minute, where)
+
+
+def _config(check: Callable[..., object], name: str, value: object, source: str) -> None:
+    """Run a `validate` check, re-raising its error as a `ConfigError`."""
+    try:
+        check(name, value, source=source)
+    except InvalidValueError as exc:
+        raise ConfigError(exc.parameter, exc.value, exc.rule, source=exc.source) from None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """A key's state at one moment (what ``Gateway.key_status(now)`` returns)."""
+
+    label: str
+    available: bool
+    dead: bool
+    cooling_until: float | None
+    breaker: BreakerState
+    inflight_tokens: int
+    rpm_used: int
+    tpm_limit: int
+    rpm_limit: int
+    consecutive_failures: int
+
+
+class KeyState:
+    """One key's mutable state; the pool and the gateway change it, strategies only read it."""
+
+    __slots__ = (
+        "breaker",
+        "bucket",
+        "cap",
+        "config",
+        "cooling_until",
+        "dead",
+        "index",
+        "label",
+        "rpm",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        config: KeyConfig,
+        breaker: FaithfulBreaker | SafeBreaker,
+        *,
+        token_bucket: bool,
+    ) -> None:
+        self.index = index
+        self.label = config.label
+        self.config = config
+        self.cap = InflightTokenCap(config.tpm)
+        self.rpm = SlidingWindowLog(config.rpm, RPM_WINDOW)
+        self.bucket = (
+            TokenBucket(config.tokens_per_minute)
+            if token_bucket and config.tokens_per_minute is not None
+            else None
+        )
+        self.breaker = breaker
+        self.dead = False
+        self.cooling_until: float | None = None
+
+    def cooling(self, now: float) -> bool:
+        """True while a 429 cooldown runs (``now < cooling_until``)."""
+        return self.cooling_until is not None and now < self.cooling_until
+
+    def available(self, now: float) -> bool:
+        """Not dead, not cooling, and the breaker allows a call (RPM is not considered)."""
+        return not self.dead and not self.cooling(now) and self.breaker.allow(now)
+
+    def unavailable_reason(self, now: float) -> str:
+        """Why the key is unavailable ("" if it is available)."""
+        if self.dead:
+            return "dead"
+        if self.cooling(now):
+            return "cooling"
+        if not self.breaker.allow(now):
+            return f"breaker {self.breaker.state(now)}"
+        return ""
+
+    def cool_down(self, now: float, retry_after: float) -> float:
+        """A 429: ``cooling_until = max(old, now + retry_after)``; returns the new deadline."""
+        until = now + retry_after
+        if self.cooling_until is None or until > self.cooling_until:
+            self.cooling_until = until
+        return self.cooling_until
+
+    def status(self, now: float) -> KeyStatus:
+        """A `KeyStatus` snapshot at ``now``."""
+        return KeyStatus(
+            label=self.label,
+            available=self.available(now),
+            dead=self.dead,
+            cooling_until=self.cooling_until if self.cooling(now) else None,
+            breaker=self.breaker.state(now),
+            inflight_tokens=self.cap.inflight,
+            rpm_used=self.rpm.count(now),
+            tpm_limit=self.config.tpm,
+            rpm_limit=self.config.rpm,
+            consecutive_failures=self.breaker.consecutive_failures,
+        )
+
+    def __repr__(self) -> str:
+        flags = " dead" if self.dead else ""
+        if self.cooling_until is not None:
+            flags += f" cooling_until={self.cooling_until:g}"
+        return (
+            f"<KeyState #{self.index} {self.label!r}{flags} inflight={self.cap.inflight}/"
+            f"{self.config.tpm} rpm={len(self.rpm._log)}/{self.config.rpm} {self.breaker!r}>"
+        )
+
+
+class PoolView(Protocol):
+    """What a strategy may ask about the keys for one request at one moment."""
+
+    def __len__(self) -> int: ...
+    def available(self, i: int) -> bool: ...
+    def fits(self, i: int) -> bool: ...
+    def load(self, i: int) -> tuple[float, int]: ...
+
+
+class Strategy(Protocol):
+    """Picks a key index that is available and fits, or returns ``None``."""
+
+    name: str
+
+    def choose(self, view: PoolView) -> int | None: ...
+
+
+class OmnillmStrategy:
+    """omnillm's ``KeyPool::acquire``: random start, one pass, first fit, capped attempts."""
+
+    name = "omnillm"
+
+    def __init__(self, *, rng: random.Random, attempt_cap: int = 5) -> None:
+        self.rng = rng
+        self.attempt_cap = positive_int("attempt_cap", attempt_cap)
+        self.last_attempts = 0
+
+    def choose(self, view: PoolView) -> int | None:
+        n = len(view)
+        self.last_attempts = 0
+        if n == 0:
+            return None
+        start = self.rng.randrange(n)
+        for i in range(n):
+            if self.last_attempts >= self.attempt_cap:
+                return None
+            k = (start + i) % n
+            if not view.available(k):
+                continue  # skipped without using an attempt
+            self.last_attempts += 1
+            if view.fits(k):
+                return k
+        return None
+
+    def __repr__(self) -> str:
+        return f"<OmnillmStrategy attempt_cap={self.attempt_cap}>"
+
+
+class RoundRobinStrategy:
+    """The first key after the previous pick that is available and fits."""
+
+    name = "round-robin"
+
+    def __init__(self, *, rng: random.Random, attempt_cap: int = 5) -> None:
+        self.cursor = 0
+
+    def choose(self, view: PoolView) -> int | None:
+        n = len(view)
+        for i in range(n):
+            k = (self.cursor + i) % n
+            if view.available(k) and view.fits(k):
+                self.cursor = (k + 1) % n
+                return k
+        return None
+
+    def __repr__(self) -> str:
+        return f"<RoundRobinStrategy cursor={self.cursor}>"
+
+
+class LeastLoadedStrategy:
+    """The available, fitting key with the smallest load (in-flight fraction, RPM count)."""
+
+    name = "least-loaded"
+
+    def __init__(self, *, rng: random.Random, attempt_cap: int = 5) -> None:
+        pass
+
+    def choose(self, view: PoolView) -> int | None:
+        best: int | None = None
+        best_load: tuple[float, int] | None = None
+        for k in range(len(view)):
+            if view.available(k) and view.fits(k):
+                load = view.load(k)
+                if best_load is None or load < best_load:
+                    best, best_load = k, load
+        return best
+
+    def __repr__(self) -> str:
+        return "<LeastLoadedStrategy>"
+
+
+class PowerOfTwoStrategy:
+    """Two distinct available, fitting keys at random; the less loaded one (ties: first)."""
+
+    name = "power-of-two"
+
+    def __init__(self, *, rng: random.Random, attempt_cap: int = 5) -> None:
+        self.rng = rng
+
+    def choose(self, view: PoolView) -> int | None:
+        fitting = [k for k in range(len(view)) if view.available(k) and view.fits(k)]
+        if len(fitting) <= 1:
+            return fitting[0] if fitting else None
+        a, b = self.rng.sample(fitting, 2)
+        return b if view.load(b) < view.load(a) else a
+
+    def __repr__(self) -> str:
+        return "<PowerOfTwoStrategy>"
+
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "omnillm": OmnillmStrategy,
+    "round-robin": RoundRobinStrategy,
+    "least-loaded": LeastLoadedStrategy,
+    "power-of-two": PowerOfTwoStrategy,
+}
+"""Selection strategies by name; each is built with ``(rng=..., attempt_cap=...)``."""
+
+
+def make_strategy(name: str, *, rng: random.Random, attempt_cap: int = 5) -> Strategy:
+    """A strategy by name.
+
+    Raises:
+        ConfigError: unknown name, or ``attempt_cap`` not an int > 0.
+    """
+    try:
+        cls = STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            "strategy", name, f"must be one of {', '.join(sorted(STRATEGIES))}"
+        ) from None
+    _config(positive_int, "attempt_cap", attempt_cap, "")
+    return cls(rng=rng, attempt_cap=attempt_cap)
+
+
+class _View:
+    """The pool as one request sees it at one moment (``tokens`` at ``now``)."""
+
+    __slots__ = ("keys", "now", "rate_in_selection", "tokens")
+
+    def __init__(
+        self, keys: Sequence[KeyState], tokens: int, now: float, rate_in_selection: bool
+    ) -> None:
+        self.keys = keys
+        self.tokens = tokens
+        self.now = now
+        self.rate_in_selection = rate_in_selection
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def available(self, i: int) -> bool:
+        return self.keys[i].available(self.now)
+
+    def has_room(self, i: int) -> bool:
+        return bool(self.keys[i].cap.test(self.tokens, self.now))
+
+    def rate_ok(self, i: int) -> bool:
+        key = self.keys[i]
+        if not key.rpm.test(self.now):
+            return False
+        return key.bucket is None or bool(key.bucket.test(self.tokens, self.now))
+
+    def fits(self, i: int) -> bool:
+        if not self.has_room(i):
+            return False
+        return not self.rate_in_selection or self.rate_ok(i)
+
+    def load(self, i: int) -> tuple[float, int]:
+        key = self.keys[i]
+        return (key.cap.inflight / key.cap.limit, key.rpm.count(self.now))
+
+
+class KeyPool:
+    """The keys of one gateway and the strategy that picks among them.
+
+    ``breaker`` is ``"faithful"`` or ``"safe"``; ``rate_in_selection`` makes a key whose RPM
+    window (or token bucket, with ``token_buckets``) is full not fit.
+
+    Raises:
+        ConfigError: no keys, duplicate labels, unknown strategy or breaker, bad numbers.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[KeyConfig],
+        *,
+        strategy: str,
+        rng: random.Random,
+        attempt_cap: int = 5,
+        breaker: str = "faithful",
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 30.0,
+        half_open_probes: int = 1,
+        rate_in_selection: bool = False,
+        token_buckets: bool = False,
+    ) -> None:
+        if not keys:
+            raise ConfigError("keys", tuple(keys), "must name at least one key")
+        labels = [k.label for k in keys]
+        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        if dupes:
+            raise ConfigError("keys", dupes, "labels must be unique")
+        _config(positive_int, "breaker_threshold", breaker_threshold, "")
+        _config(positive_float, "breaker_cooldown", breaker_cooldown, "")
+        _config(positive_int, "half_open_probes", half_open_probes, "")
+
+        def make_breaker() -> FaithfulBreaker | SafeBreaker:
+            if breaker == "faithful":
+                return FaithfulBreaker(breaker_threshold, breaker_cooldown)
+            if breaker == "safe":
+                return SafeBreaker(breaker_threshold, breaker_cooldown, half_open_probes)
+            raise ConfigError("breaker", breaker, "must be one of faithful, safe")
+
+        self.keys: tuple[KeyState, ...] = tuple(
+            KeyState(i, k, make_breaker(), token_bucket=token_buckets) for i, k in enumerate(keys)
+        )
+        self.strategy = make_strategy(strategy, rng=rng, attempt_cap=attempt_cap)
+        self.rate_in_selection = rate_in_selection
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def select(self, tokens: int, now: float) -> int | None:
+        """The index of the key the strategy picks for ``tokens`` at ``now``, or ``None``.
+
+        Consumes nothing: the caller commits the key's limits.
+        """
+        return self.strategy.choose(_View(self.keys, tokens, now, self.rate_in_selection))
+
+    def explain(self, tokens: int, now: float) -> tuple[bool, str]:
+        """Why `select` found no key: ``(rate_limited, detail)``.
+
+        ``rate_limited`` is True when some available key had in-flight room but every such
+        key was refused by its RPM window or token bucket (only with ``rate_in_selection``).
+        """
+        view = _View(self.keys, tokens, now, self.rate_in_selection)
+        reasons: dict[str, int] = {}
+        for key in self.keys:
+            why = key.unavailable_reason(now)
+            if why:
+                reasons[why] = reasons.get(why, 0) + 1
+        available = [i for i in range(len(self.keys)) if view.available(i)]
+        if not available:
+            parts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+            return False, f"no available key ({parts})"
+        roomy = [i for i in available if view.has_room(i)]
+        if not roomy:
+            return False, (
+                f"no available key has in-flight room for {tokens} tokens"
+                f" ({len(available)} available)"
+            )
+        fitting = [i for i in roomy if view.fits(i)]
+        if not fitting:
+            first = self.keys[roomy[0]]
+            why = first.rpm.test(now).reason or (
+                first.bucket.test(tokens, now).reason if first.bucket is not None else ""
+            )
+            return True, (
+                f"every available key with room is rate limited (e.g. {first.label!r}: {why})"
+            )
+        cap = getattr(self.strategy, "attempt_cap", None)
+        return False, (
+            f"attempt cap ({cap}) reached: {len(fitting)} of {len(available)} available keys"
+            " had room but were not tried"
+        )
+
+    def status(self, now: float) -> list[KeyStatus]:
+        """Every key's `KeyStatus` at ``now``."""
+        return [key.status(now) for key in self.keys]
+
+    def __repr__(self) -> str:
+        return f"<KeyPool {len(self.keys)} keys strategy={self.strategy.name} {list(self.keys)}>"
