@@ -343,7 +343,7 @@ class Gateway:
         )
         self._now = float("-inf")
         self._seq = 0
-        self._open: set[int] = set()
+        self._open: dict[int, Admission] = {}
         self._admitted = 0
         self._rejected = dict.fromkeys(RejectReason, 0)
         self._succeeded = self._failed = self._cancelled = 0
@@ -473,10 +473,13 @@ class Gateway:
         reservation: Reservation | None,
     ) -> Admission:
         self._seq += 1
-        self._open.add(self._seq)
         self._admitted += 1
         ticket = key.breaker.acquire(now)
-        return Admission(request, key.index, key.label, est, now, self._seq, ticket, reservation)
+        admission = Admission(
+            request, key.index, key.label, est, now, self._seq, ticket, reservation
+        )
+        self._open[self._seq] = admission
+        return admission
 
     def _reject(
         self,
@@ -500,13 +503,13 @@ class Gateway:
                 ``now`` earlier than a time already seen.
         """
         now = self._tick(now)
-        if admission._seq not in self._open or admission.key >= len(self._pool):
+        if self._open.get(admission._seq) is not admission:
             raise ReservationStateError(
                 f"{admission!r} was already finished (or comes from another gateway)"
             )
         if outcome.kind == "stream_dropped" and not admission.request.stream:
             raise InvalidValueError("outcome", outcome, "stream_dropped needs stream=True")
-        self._open.discard(admission._seq)
+        del self._open[admission._seq]
         key = self._pool.keys[admission.key]
         key.cap.release(admission.estimate.tokens, now)
         charged = self._charge(admission, outcome)

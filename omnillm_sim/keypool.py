@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from omnillm_sim.breaker import BreakerState, FaithfulBreaker, SafeBreaker
+from omnillm_sim.breaker import BreakerState, BreakerStats, FaithfulBreaker, SafeBreaker
 from omnillm_sim.errors import ConfigError, InvalidValueError
-from omnillm_sim.ratelimit import InflightTokenCap, SlidingWindowLog, TokenBucket
+from omnillm_sim.ratelimit import InflightTokenCap, LimiterStats, SlidingWindowLog, TokenBucket
 from omnillm_sim.validate import positive_float, positive_int
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "KeyConfig",
     "KeyPool",
     "KeyState",
+    "KeyStats",
     "KeyStatus",
     "LeastLoadedStrategy",
     "OmnillmStrategy",
@@ -98,6 +99,19 @@ class KeyStatus:
     tpm_limit: int
     rpm_limit: int
     consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStats:
+    """Counters of one key's limiters and breaker (see `KeyStatus` for its state at a time)."""
+
+    label: str
+    dead: bool
+    cooling_until: float | None
+    inflight: LimiterStats
+    rpm: LimiterStats
+    bucket: LimiterStats | None
+    breaker: BreakerStats
 
 
 class KeyState:
@@ -175,6 +189,18 @@ class KeyState:
             tpm_limit=self.config.tpm,
             rpm_limit=self.config.rpm,
             consecutive_failures=self.breaker.consecutive_failures,
+        )
+
+    def stats(self) -> KeyStats:
+        """Counters of this key's limiters and breaker."""
+        return KeyStats(
+            self.label,
+            self.dead,
+            self.cooling_until,
+            self.cap.stats(),
+            self.rpm.stats(),
+            self.bucket.stats() if self.bucket is not None else None,
+            self.breaker.stats(),
         )
 
     def __repr__(self) -> str:
@@ -457,6 +483,10 @@ class KeyPool:
     def status(self, now: float) -> list[KeyStatus]:
         """Every key's `KeyStatus` at ``now``."""
         return [key.status(now) for key in self.keys]
+
+    def stats(self) -> list[KeyStats]:
+        """Every key's counters."""
+        return [key.stats() for key in self.keys]
 
     def __repr__(self) -> str:
         return f"<KeyPool {len(self.keys)} keys strategy={self.strategy.name} {list(self.keys)}>"

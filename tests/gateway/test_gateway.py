@@ -200,3 +200,24 @@ def test_safe_cancelled_with_partial_usage_charges_it() -> None:
     a = gw.admit(req(1, stream=True), 0.0)
     assert isinstance(a, Admission)
     assert gw.finish(a, cancelled(Usage(100, 20)), 1.0).charged == 500 + 300
+
+
+def test_an_admission_from_another_gateway_is_refused() -> None:
+    one, two = make_gateway("safe"), make_gateway("safe")
+    a = one.admit(req(1), 0.0)
+    assert isinstance(a, Admission) and isinstance(two.admit(req(1), 0.0), Admission)
+    with pytest.raises(ReservationStateError):
+        two.finish(a, ok(Usage(1, 1)), 1.0)  # same sequence number, different gateway
+    assert two.in_flight == 1
+
+
+def test_pool_stats_count_each_limiter_and_breaker() -> None:
+    gw = make_gateway("safe", key={"rpm": 1, "tokens_per_minute": 5_000})
+    a = gw.admit(req(1), 0.0)
+    assert isinstance(a, Admission)
+    assert isinstance(gw.admit(req(2), 0.0), Rejection)
+    gw.finish(a, http_error(500), 1.0)
+    (k,) = gw.pool.stats()
+    assert (k.inflight.admitted, k.inflight.in_use, k.rpm.admitted) == (1, 0, 1)
+    assert k.bucket is not None and k.bucket.admitted == 1
+    assert (k.breaker.failures, k.breaker.consecutive_failures, k.breaker.state) == (1, 1, "closed")
