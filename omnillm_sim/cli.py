@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from omnillm_sim.errors import OmniLLMError
+from omnillm_sim.verify import command as _verify  # argparse only; the tools load on use
 
 __all__ = ["main"]
 
@@ -121,6 +122,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 SUBCOMMANDS: dict[str, tuple[str, Adder, Handler]] = {
     "prices": (_PRICES_HELP, _add_prices, _run_prices),
     "demo": (_DEMO_HELP, _add_demo, _run_demo),
+    "verify": (_verify.HELP, _verify.add_arguments, _verify.run),
 }
 
 

@@ -78,8 +78,17 @@ def _brute_force(lengths: list[int], bound: int | None) -> set[tuple[int, ...]]:
 
 @pytest.mark.parametrize(
     "lengths,bound",
-    [([2, 2], 0), ([2, 2], 1), ([3, 2], 2), ([2, 2, 2], 0), ([2, 2, 2], 1), ([2, 1, 2], 2)]
-    + [([2, 2, 1], 3), ([3, 3], None), ([2, 2, 2], None)],
+    [
+        ([2, 2], 0),
+        ([2, 2], 1),
+        ([3, 2], 2),
+        ([2, 2, 2], 0),
+        ([2, 2, 2], 1),
+        ([2, 1, 2], 2),
+        ([2, 2, 1], 3),
+        ([3, 3], None),
+        ([2, 2, 2], None),
+    ],
 )
 def test_exhaustive_runs_each_bounded_schedule_exactly_once(
     lengths: list[int], bound: int | None
@@ -232,7 +241,7 @@ def test_replay_names_a_client_that_cannot_run() -> None:
     model = cas_model(2)
     with pytest.raises(InvalidValueError, match=r"step 4 runs client 0, which cannot run"):
         replay(model, "0*4")  # c0 has three steps
-    with pytest.raises(InvalidValueError, match="clients 0..1"):
+    with pytest.raises(InvalidValueError, match=r"clients 0\.\.1"):
         replay(model, "0,7")
     with pytest.raises(InvalidValueError, match=r"entry 2 \('x'\)"):
         replay(model, "0,x")
