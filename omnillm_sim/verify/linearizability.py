@@ -117,8 +117,10 @@ class Operation:
             data["estimate"] = self.amount
         elif self.op == "settle":
             data["actual"] = self.amount
-        data.update(call=self.call, result=self.result, client=self.client)
+        data["call"] = self.call
         data["return"] = self.ret
+        data["result"] = self.result
+        data["client"] = self.client
         return data
 
 
