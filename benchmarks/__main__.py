@@ -10,10 +10,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bench_tracker
+from benchmarks import bench_tracker, bench_verify
 from benchmarks.harness import Figure, Size, machine
 
-MODULES = [bench_tracker]
+MODULES = [bench_tracker, bench_verify]
 
 
 def all_benchmarks() -> list[Callable[[Size], Figure]]:
