@@ -99,6 +99,22 @@ def _add_run_options(parser: argparse.ArgumentParser, *, out: bool = True) -> No
     parser.add_argument("--no-check", action="store_true",
                         help="skip the invariant checker after every event (faster)")
     parser.add_argument("--no-charts", action="store_true", help="write no PNG charts")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scenario key (dotted path, e.g. workload.rate=10/s)")
+
+
+def _overrides(args: argparse.Namespace, **extra: object) -> dict[str, object]:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.sim.scenario import coerce_literal
+
+    out: dict[str, object] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "must look like KEY=VALUE (e.g. duration=2m)")
+        out[key.strip()] = coerce_literal(value.strip())
+    out.update({k.replace("__", "."): v for k, v in extra.items() if v is not None})
+    return out
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
@@ -155,6 +171,7 @@ examples:
   omnillm-sim run scenarios/steady.toml
   omnillm-sim run scenarios/burst.toml --seed 7 --out /tmp/burst
   omnillm-sim run scenarios/key-outage.toml --policy safe --no-check
+  omnillm-sim run scenarios/steady.toml --set workload.rate=10/s --set keys.0.count=6
 """
 
 
@@ -169,7 +186,7 @@ def _run_run(args: argparse.Namespace) -> int:
     from omnillm_sim.report.writer import write_run_report
     from omnillm_sim.sim.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario, {"gateway.policy": args.policy} if args.policy else {})
+    scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=args.policy))
     result = _run_one(scenario, args)
     _print_result(result)
     _print_written(write_run_report(result, _out_dir(args, scenario.name),
@@ -202,7 +219,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     policies = args.policy or ["omnillm-0.1.5", "safe"]
     results = []
     for policy in policies:
-        scenario = load_scenario(args.scenario, {"gateway.policy": policy})
+        scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=policy))
         results.append(_run_one(scenario, args))
         _print_result(results[-1])
     out = _out_dir(args, f"{results[0].scenario.name}-compare")
