@@ -252,13 +252,20 @@ T = TypeVar("T")
 class _Table:
     """A TOML table being read: remembers which keys were used so leftovers are errors."""
 
-    def __init__(self, data: object, source: str, prefix: str) -> None:
+    def __init__(
+        self, data: object, source: str, prefix: str, allowed: tuple[str, ...] = ()
+    ) -> None:
         if not isinstance(data, dict):
             raise ScenarioError(source, prefix or "<root>", "a table", data)
         self.data: dict[str, Any] = data
         self.source = source
         self.prefix = prefix
         self.used: set[str] = set()
+        # Unknown keys first: a typo must be reported as such, not as the key it hides.
+        for key in data if allowed else ():
+            if key not in allowed:
+                raise self.error(key, "one of the keys " + ", ".join(allowed) + " (a typo?)",
+                                 data[key])
 
     def path(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
@@ -284,9 +291,9 @@ class _Table:
             raise self.error(key, expected, "nothing (the key is missing)")
         return self.get(key, parse, expected, None)  # type: ignore[arg-type]
 
-    def sub(self, key: str) -> _Table:
+    def sub(self, key: str, allowed: tuple[str, ...] = ()) -> _Table:
         self.used.add(key)
-        return _Table(self.data.get(key, {}), self.source, self.path(key))
+        return _Table(self.data.get(key, {}), self.source, self.path(key), allowed)
 
     def finish(self) -> None:
         for key in self.data:
@@ -368,7 +375,7 @@ def _distribution(
                 f"a number >= 0{unit} or a table like {{ dist = \"exponential\", mean = ... }}"
             )
             raise table.error(key, expected, raw) from None
-    sub = _Table(raw, table.source, table.path(key))
+    sub = _Table(raw, table.source, table.path(key), ("dist", "mean", "low", "high", "cv"))
     kind = sub.required("dist", _string(DISTRIBUTIONS), _one_of(DISTRIBUTIONS))
     params: dict[str, float] = {}
     needed = {"constant": ("mean",), "uniform": ("low", "high"), "exponential": ("mean",),
@@ -394,7 +401,8 @@ def _read_keys(root: _Table) -> tuple[KeySpec, ...]:
         raise root.error("keys", "a non-empty array of tables ([[keys]])", raw)
     specs = []
     for i, entry in enumerate(raw):
-        t = _Table(entry, root.source, f"keys[{i}]")
+        t = _Table(entry, root.source, f"keys[{i}]",
+                   ("label", "count", "rpm", "tpm", "tokens_per_minute"))
         spec = KeySpec(
             label=t.get("label", _string(), "a non-empty string", f"key{i + 1}"),
             count=t.get("count", _int(1), "a positive integer", 1),
@@ -474,7 +482,8 @@ def _read_workload(t: _Table, base: Path) -> WorkloadSpec:
             else t.get("clients", _int(1), "a positive integer", 1)
         ),
         think_time=_distribution(t, "think_time", default.think_time, duration=True),
-        trace=_read_trace(t.sub("trace"), base) if kind == "trace" else None,
+        trace=_read_trace(t.sub("trace", ("path", "format", "speed", "columns", "time_unit",
+                                            "models", "limit")), base) if kind == "trace" else None,
     )
     if kind != "trace" and t.has("trace"):
         raise t.error("trace", 'no [workload.trace] table unless kind = "trace"', t.data["trace"])
@@ -488,7 +497,8 @@ def _read_faults(root: _Table, labels: list[str]) -> tuple[FaultSpec, ...]:
         raise root.error("faults", "an array of tables ([[faults]])", raw)
     faults = []
     for i, entry in enumerate(raw):
-        t = _Table(entry, root.source, f"faults[{i}]")
+        t = _Table(entry, root.source, f"faults[{i}]",
+                   ("key", "status", "rate", "start", "end", "retry_after"))
         key = t.required("key", _string(tuple(labels)), "a key label: " + _one_of(tuple(labels)))
         fault = FaultSpec(
             key=key,
@@ -532,9 +542,13 @@ def scenario_from_dict(
     Raises:
         ScenarioError: a missing, unknown or invalid key (the message names the key path).
     """
-    root = _Table(dict(data), source, "")
+    root = _Table(dict(data), source, "", (
+        "name", "description", "seed", "duration", "max_requests", "sample_interval", "gateway",
+        "keys", "budget", "prices", "requests", "workload", "provider", "faults",
+    ))
     base = base or Path.cwd()
-    gw = root.sub("gateway")
+    gw = root.sub("gateway", ("policy", "strategy", "attempt_cap", "breaker_threshold",
+                              "breaker_cooldown", "request_timeout"))
     gateway = GatewaySpec(
         policy=gw.get("policy", _string(_KNOWN_POLICIES), _one_of(_KNOWN_POLICIES),
                       "omnillm-0.1.5"),
@@ -547,13 +561,13 @@ def scenario_from_dict(
     gw.finish()
     keys = _read_keys(root)
 
-    bt = root.sub("budget")
+    bt = root.sub("budget", ("limit",))
     budget = BudgetSpec(limit=bt.get("limit", parse_money, MONEY_EXPECTED, None))
     bt.finish()
 
     from omnillm_sim.pricing import CATALOGUES
 
-    pt = root.sub("prices")
+    pt = root.sub("prices", ("catalogue", "fallback", "overrides"))
     cats = tuple(sorted(CATALOGUES))
     prices = PricesSpec(
         catalogue=pt.get("catalogue", _string(cats), _one_of(cats), "omnillm-0.1.5"),
@@ -564,7 +578,8 @@ def scenario_from_dict(
         prices = replace(prices, overrides=str((base / prices.overrides).resolve()))
     pt.finish()
 
-    rt = root.sub("requests")
+    rt = root.sub("requests", ("model", "prompt_tokens", "output_tokens", "max_output_tokens",
+                               "stream_fraction", "cancel_rate"))
     dflt = RequestSpec()
     requests = RequestSpec(
         model=rt.get("model", _string(), "a model name", dflt.model),
@@ -577,11 +592,13 @@ def scenario_from_dict(
     )
     rt.finish()
 
-    wt = root.sub("workload")
+    wt = root.sub("workload", ("kind", "rate", "burst_rate", "calm_time", "burst_time",
+                               "amplitude", "period", "phase", "clients", "think_time", "trace"))
     workload = _read_workload(wt, base)
     wt.finish()
 
-    pv = root.sub("provider")
+    pv = root.sub("provider", ("ttft", "tokens_per_second", "jitter", "service", "concurrency",
+                               "rpm", "tpm", "error_latency"))
     pdef = ProviderSpec()
     provider = ProviderSpec(
         ttft=_distribution(pv, "ttft", pdef.ttft, duration=True),
