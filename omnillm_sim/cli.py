@@ -396,6 +396,7 @@ fractions accept percentages (1%).
 examples:
   omnillm-sim plan scenarios/steady.toml --target 'rejection<=0.01' --target 'p99<=20s'
   omnillm-sim plan scenarios/burst.toml --vary keys --target 'rejection<=0.001' --seeds 3
+  omnillm-sim plan scenarios/steady.toml --policy safe --target 'rejection<=0.01'
 """
 
 
@@ -405,6 +406,8 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
                         help="a target to meet (repeatable)")
     parser.add_argument("--vary", choices=("traffic", "keys"), default="traffic",
                         help="search the traffic multiplier or the key count")
+    parser.add_argument("--policy", default=None,
+                        help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="seeds per point; the worst seed decides")
     parser.add_argument("--seed", type=int, default=None, help="first seed")
@@ -428,7 +431,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario,
+                             {"gateway.policy": args.policy} if args.policy else None)
     targets = [parse_target(t) for t in args.target]
     first = args.seed if args.seed is not None else scenario.seed
     word = "x" if args.vary == "traffic" else "keys="

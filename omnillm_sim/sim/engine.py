@@ -12,6 +12,8 @@ The engine steps SimPy one event at a time and runs the `InvariantChecker` after
 
 from __future__ import annotations
 
+import enum
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -80,6 +82,21 @@ def _outcome(reply: ProviderReply) -> Any:
     if reply.kind == "timeout":
         return gw.timeout()
     return gw.cancelled(reply.usage)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of a stats record: dataclasses and mappings become dicts, enums names."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _key_state(status: Any, now: float) -> str:
@@ -275,8 +292,7 @@ class _Run:
         self._advance()
         if progress is not None:
             progress(1.0)
-        stats = self.gateway.stats()
-        gateway_stats = asdict(stats) if is_dataclass(stats) else dict(vars(stats))
+        gateway_stats = _plain(self.gateway.stats())
         return RunResult(
             scenario=self.scenario,
             seed=self.seed,

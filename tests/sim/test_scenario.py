@@ -191,3 +191,16 @@ def test_every_shipped_scenario_loads_and_explains_itself(path: Path) -> None:
     sc = load_scenario(path)
     assert sc.name == path.stem
     assert "Question:" in sc.question, "each scenario's header says what question it answers"
+
+
+def test_readme_scenario_example_is_a_valid_scenario() -> None:
+    from simhelpers import PROJECT
+
+    from omnillm_sim.sim.scenario import scenario_from_text
+
+    readme = (PROJECT / "README.md").read_text()
+    section = readme.split("## Simulator", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    sc = scenario_from_text(example, source="README.md")
+    assert sc.key_labels() == ["key-1", "key-2", "key-3", "key-4"]
+    assert sc.faults[0].key == "key-2" and sc.budget.limit == 50_000_000
