@@ -55,6 +55,7 @@ __all__ = [
 WORKLOADS = ("poisson", "bursty", "diurnal", "closed", "trace")
 TRACE_FORMATS = ("azure", "burstgpt", "csv", "jsonl")
 _KNOWN_POLICIES = ("omnillm-0.1.5", "safe")
+_DEFAULT_FALLBACK: str | None = "gpt-4o"
 _STRATEGIES = ("omnillm", "round-robin", "least-loaded", "power-of-two")
 
 
@@ -287,9 +288,14 @@ class _Table:
             raise self.error(key, expected, raw) from exc
 
     def required(self, key: str, parse: Callable[[object], T], expected: str) -> T:
+        self.used.add(key)
         if key not in self.data:
             raise self.error(key, expected, "nothing (the key is missing)")
-        return self.get(key, parse, expected, None)  # type: ignore[arg-type]
+        raw = self.data[key]
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise self.error(key, expected, raw) from exc
 
     def sub(self, key: str, allowed: tuple[str, ...] = ()) -> _Table:
         self.used.add(key)
@@ -571,7 +577,8 @@ def scenario_from_dict(
     cats = tuple(sorted(CATALOGUES))
     prices = PricesSpec(
         catalogue=pt.get("catalogue", _string(cats), _one_of(cats), "omnillm-0.1.5"),
-        fallback=pt.get("fallback", _optional(_string()), 'a model name or "none"', "gpt-4o"),
+        fallback=pt.get("fallback", _optional(_string()), 'a model name or "none"',
+                        _DEFAULT_FALLBACK),
         overrides=pt.get("overrides", _optional(_string()), "a path to a TOML price file", None),
     )
     if prices.overrides is not None and not Path(prices.overrides).is_absolute():

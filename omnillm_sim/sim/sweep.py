@@ -95,11 +95,12 @@ def _dask_map(tasks: list[SweepTask], address: str) -> list[dict[str, Any]]:
             "--dask needs the optional dependency: pip install 'omnillm-sim[dask]'"
         ) from exc
     if address == "local":
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             futures = client.map(run_task, tasks, pure=False)
             return list(client.gather(futures))
-    with Client(address) as client:
+    with Client(address) as client:  # type: ignore[no-untyped-call]
         futures = client.map(run_task, tasks, pure=False)
         return list(client.gather(futures))
 
