@@ -204,3 +204,13 @@ def test_readme_scenario_example_is_a_valid_scenario() -> None:
     sc = scenario_from_text(example, source="README.md")
     assert sc.key_labels() == ["key-1", "key-2", "key-3", "key-4"]
     assert sc.faults[0].key == "key-2" and sc.budget.limit == 50_000_000
+
+
+def test_sim_public_api_is_pinned() -> None:
+    import omnillm_sim.sim as sim
+
+    assert sim.__all__ == sorted(sim.__all__)
+    assert sim.__all__ == ["Metrics", "RequestRecord", "RunResult", "Sample", "Scenario",
+                           "TraceRow", "load_scenario", "read_trace", "run",
+                           "scenario_from_dict"]
+    assert all(hasattr(sim, name) for name in sim.__all__)

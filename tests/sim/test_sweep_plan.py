@@ -43,6 +43,19 @@ def test_dask_local_cluster_sweep_equals_process_pool(in_process: list[dict[str,
     assert result.table() == in_process
 
 
+def test_dask_scheduler_address_sweep_equals_process_pool(
+    in_process: list[dict[str, Any]],
+) -> None:
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        result = sweep(SCENARIOS / "steady.toml", GRID, SEEDS, dask=address)
+    assert result.executor == f"dask {address}"
+    assert result.table() == in_process
+
+
 def test_bad_grid_values_fail_before_any_run(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         sweep(SCENARIOS / "steady.toml", {"workload.rate": ["3/s", "fast"]}, [1], workers=1)
