@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/omnillm-sim demo
+	$(BIN)/omnillm-sim run scenarios/steady.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)

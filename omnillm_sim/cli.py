@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from omnillm_sim.errors import OmniLLMError
 from omnillm_sim.verify import command as _verify  # argparse only; the tools load on use
@@ -84,45 +86,419 @@ def _run_prices(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- demo -------------------------------------------------------------------------------------
+# -- shared helpers for the simulator commands -------------------------------------------
 
-_DEMO_HELP = """\
-Run the default demonstration.
+_EPILOG_OUT = "Reports go to reports/<scenario name>/ unless --out is given."
 
-example:
-  omnillm-sim demo
+
+def _add_run_options(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: the scenario's `seed`)")
+    if out:
+        parser.add_argument("--out", metavar="DIR", default=None,
+                            help="report folder (default: reports/<name>)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the invariant checker after every event (faster)")
+    parser.add_argument("--no-charts", action="store_true", help="write no PNG charts")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scenario key (dotted path, e.g. workload.rate=10/s)")
+
+
+def _overrides(args: argparse.Namespace, **extra: object) -> dict[str, object]:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.sim.scenario import coerce_literal
+
+    out: dict[str, object] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", item, "must look like KEY=VALUE (e.g. duration=2m)")
+        out[key.strip()] = coerce_literal(value.strip())
+    out.update({k.replace("__", "."): v for k, v in extra.items() if v is not None})
+    return out
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    return Path(args.out) if args.out else Path("reports") / name
+
+
+def _progress(label: str) -> Any:
+    from omnillm_sim.sim.progress import ProgressBar
+
+    return ProgressBar(label)
+
+
+def _run_one(scenario: Any, args: argparse.Namespace) -> Any:
+    from omnillm_sim.sim.engine import run
+
+    with _progress(f"{scenario.name} [{scenario.gateway.policy}]") as bar:
+        return run(scenario, args.seed, check=not args.no_check, progress=bar)
+
+
+def _print_result(result: Any) -> None:
+    from omnillm_sim.money import format_usd
+
+    m = result.metrics
+    reasons = ", ".join(f"{k} {v:,}" for k, v in m.rejections_by_reason) or "none"
+    limit = result.scenario.budget.limit
+    budget = "no limit" if limit is None else f"of {format_usd(limit)}"
+
+    def p(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} s"
+
+    print(f"{result.scenario.name} [{result.policy}, seed {result.seed}]: "
+          f"{m.arrivals:,} requests, {m.ok:,} ok, rejected {m.rejection:.2%} ({reasons}), "
+          f"errors {m.error:.2%}")
+    print(f"  latency p50 {p(m.p50)}, p99 {p(m.p99)}; spent {format_usd(m.spent)} {budget}; "
+          f"overshoot {format_usd(m.overshoot)}")
+    if result.checked:
+        print(f"  invariants checked after each of {result.events:,} events: no violation")
+    for finding in result.findings:
+        print(f"  finding: {finding}")
+
+
+def _print_written(paths: list[Path]) -> None:
+    md = next((p for p in paths if p.name.endswith(".md")), paths[0])
+    charts = sum(1 for p in paths if p.suffix == ".png")
+    print(f"report: {md}" + (f" (+ {charts} charts)" if charts else ""))
+
+
+# -- run --------------------------------------------------------------------------------------
+
+_RUN_HELP = """\
+Run a scenario file and write its report (summary.json, summary.md, charts).
+
+examples:
+  omnillm-sim run scenarios/steady.toml
+  omnillm-sim run scenarios/burst.toml --seed 7 --out /tmp/burst
+  omnillm-sim run scenarios/key-outage.toml --policy safe --no-check
+  omnillm-sim run scenarios/steady.toml --set workload.rate=10/s --set keys.0.count=6
 """
 
 
-def _add_demo(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    parser.add_argument("--policy", default=None,
+                        help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
+    _add_run_options(parser)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from omnillm_sim.budget import BudgetTracker
-    from omnillm_sim.errors import BudgetExceeded
-    from omnillm_sim.money import format_usd
-    from omnillm_sim.pricing import Usage, catalogue
+def _run_run(args: argparse.Namespace) -> int:
+    from omnillm_sim.report.writer import write_run_report
+    from omnillm_sim.sim.scenario import load_scenario
 
-    prices = catalogue("current")
-    tracker = BudgetTracker("0.05", name="demo budget")
-    usage = Usage(input_tokens=1_200, output_tokens=400)
-    print(f"budget {format_usd(tracker.limit)}; each call reserves a worst case, then settles")
-    for i in range(1, 100):
-        try:
-            with tracker.reserve(20_000, label=f"call {i}") as r:
-                r.settle(prices.cost("gpt-4o", usage))
-        except BudgetExceeded as exc:
-            print(f"call {i}: refused before sending: {exc}")
-            break
-    stats = tracker.stats()
-    print(f"spent {format_usd(stats.spent)} in {stats.settled} calls; overshoot {stats.overshoot}")
+    scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=args.policy))
+    result = _run_one(scenario, args)
+    _print_result(result)
+    _print_written(write_run_report(result, _out_dir(args, scenario.name),
+                                    charts=not args.no_charts))
     return 0
 
 
+# -- compare ----------------------------------------------------------------------------------
+
+_COMPARE_HELP = """\
+Run one scenario under several gateway policies on the same arrivals; one side-by-side report.
+
+examples:
+  omnillm-sim compare scenarios/underestimate.toml
+  omnillm-sim compare scenarios/burst.toml --policy omnillm-0.1.5 --policy safe --seed 3
+"""
+
+
+def _add_compare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    parser.add_argument("--policy", action="append", default=None,
+                        help="a policy to compare (repeat; default: omnillm-0.1.5 and safe)")
+    _add_run_options(parser)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from omnillm_sim.report.writer import write_compare_report
+    from omnillm_sim.sim.scenario import load_scenario
+
+    policies = args.policy or ["omnillm-0.1.5", "safe"]
+    results = []
+    for policy in policies:
+        scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=policy))
+        results.append(_run_one(scenario, args))
+        _print_result(results[-1])
+    out = _out_dir(args, f"{results[0].scenario.name}-compare")
+    _print_written(write_compare_report(results, out, charts=not args.no_charts))
+    return 0
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+_REPLAY_HELP = """\
+Replay a request trace through the gateway of a scenario (or the default one).
+
+Formats: azure (TIMESTAMP,ContextTokens,GeneratedTokens), burstgpt, and generic csv/jsonl
+with named columns (--column time=ts --column prompt_tokens=in --column output_tokens=out).
+
+examples:
+  omnillm-sim replay ../shared/data/AzureLLMInferenceTrace_conv.csv --format azure
+  omnillm-sim replay trace.csv --format azure --scenario scenarios/steady.toml --speed 4
+  omnillm-sim replay calls.jsonl --format jsonl --column time=ts --column prompt_tokens=in \\
+      --column output_tokens=out --time-unit ms --limit 5000
+"""
+
+
+def _add_replay(parser: argparse.ArgumentParser) -> None:
+    from omnillm_sim.sim.scenario import TRACE_FORMATS
+
+    parser.add_argument("trace", metavar="TRACE", help="trace file")
+    parser.add_argument("--format", required=True, choices=TRACE_FORMATS, help="trace format")
+    parser.add_argument("--scenario", metavar="BASE", default=None,
+                        help="scenario whose gateway, keys, budget and provider to use")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="replay speed: 2 plays the trace twice as fast")
+    parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
+    parser.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
+                        help="csv/jsonl column for time, prompt_tokens, output_tokens, model")
+    parser.add_argument("--time-unit", default="s", choices=("s", "ms", "iso"),
+                        help="unit of the csv/jsonl time column")
+    parser.add_argument("--policy", default=None, help="gateway policy instead of the base's")
+    _add_run_options(parser)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.report.writer import write_run_report
+    from omnillm_sim.sim.scenario import _leading_comment, scenario_from_dict
+    from omnillm_sim.sim.traces import read_trace
+
+    if not args.speed > 0:
+        raise ConfigError("--speed", args.speed, "must be > 0")
+    columns = {}
+    for item in args.column:
+        field, sep, name = item.partition("=")
+        if not sep or not name:
+            raise ConfigError("--column", item, "must look like FIELD=NAME (e.g. time=ts)")
+        columns[field] = name
+    trace = Path(args.trace).resolve()
+    last = 0.0
+    for count, row in enumerate(read_trace(trace, args.format, columns=columns,
+                                           time_unit=args.time_unit), start=1):
+        last = row.time
+        if args.limit is not None and count >= args.limit:
+            break
+    data: dict[str, Any] = {}
+    base, source, question = Path.cwd(), "<replay>", ""
+    if args.scenario:
+        path = Path(args.scenario)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("--scenario", args.scenario, f"is not a readable TOML file: {exc}"
+                              ) from None
+        base, source, question = path.parent.resolve(), str(path), _leading_comment(text)
+    spec: dict[str, Any] = {"path": str(trace), "format": args.format, "speed": args.speed,
+                            "time_unit": args.time_unit}
+    if columns:
+        spec["columns"] = columns
+    if args.limit is not None:
+        spec["limit"] = args.limit
+    data["workload"] = {"kind": "trace", "trace": spec}
+    data["duration"] = last / args.speed + 1.0
+    data["name"] = trace.stem
+    data.pop("max_requests", None)
+    if args.policy:
+        data.setdefault("gateway", {})["policy"] = args.policy
+    scenario = scenario_from_dict(data, source=source, base=base, name=trace.stem,
+                                  question=question or f"Replay of {trace.name}.")
+    result = _run_one(scenario, args)
+    _print_result(result)
+    _print_written(write_run_report(result, _out_dir(args, scenario.name),
+                                    charts=not args.no_charts))
+    return 0
+
+
+# -- sweep ------------------------------------------------------------------------------------
+
+_SWEEP_HELP = """\
+Run a scenario over a grid of settings x seeds, in parallel, and tabulate the metrics.
+
+--grid takes a dotted scenario key and comma-separated values; repeat it for more axes.
+--dask local runs on a dask.distributed LocalCluster, --dask tcp://host:8786 on an existing
+cluster (pip install 'omnillm-sim[dask]'); results equal the local run's for the same seeds.
+
+examples:
+  omnillm-sim sweep scenarios/steady.toml --grid workload.rate=4/s,8/s,12/s --seeds 3
+  omnillm-sim sweep scenarios/burst.toml --grid gateway.policy=omnillm-0.1.5,safe \\
+      --grid keys.0.count=2,4,8 --dask local
+"""
+
+
+def _add_sweep(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    parser.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                        help="a scenario key and the values to try (repeatable)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="first seed (default: the scenario's seed)")
+    parser.add_argument("--workers", type=int, default=None, help="local processes")
+    parser.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="'local' or a scheduler address like tcp://host:8786")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: reports/<name>-sweep)")
+    parser.add_argument("--no-check", action="store_true", help="skip the invariant checker")
+    parser.add_argument("--no-charts", action="store_true", help="write no PNG chart")
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[object]]:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.sim.scenario import coerce_literal
+
+    grid: dict[str, list[object]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ConfigError("--grid", item,
+                              "must look like KEY=V1,V2 (e.g. workload.rate=4/s,8/s)")
+        grid[key.strip()] = [coerce_literal(v.strip()) for v in values.split(",") if v.strip()]
+    return grid
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.report.tables import sweep_outputs
+    from omnillm_sim.report.writer import ReportDir
+    from omnillm_sim.sim.scenario import load_scenario
+    from omnillm_sim.sim.sweep import sweep
+
+    if args.seeds < 1:
+        raise ConfigError("--seeds", args.seeds, "must be >= 1")
+    grid = _parse_grid(args.grid)
+    first = args.seed if args.seed is not None else load_scenario(args.scenario).seed
+    seeds = list(range(first, first + args.seeds))
+    result = sweep(args.scenario, grid, seeds, workers=args.workers, dask=args.dask,
+                   check=not args.no_check)
+    with ReportDir(_out_dir(args, f"{result.scenario.name}-sweep")) as report:
+        text = sweep_outputs(result, report, charts=not args.no_charts)
+        paths = report.commit()
+    print(text)
+    _print_written(paths)
+    return 0
+
+
+# -- plan -------------------------------------------------------------------------------------
+
+_PLAN_HELP = """\
+Find the largest traffic (or the fewest keys) that meets targets, and draw the capacity curve.
+
+Targets: METRIC<=BOUND or METRIC>=BOUND with metrics rejection, error, p50, p95, p99,
+mean_latency, mean_wait, throughput, spent, overshoot; latencies accept durations (20s),
+fractions accept percentages (1%).
+
+examples:
+  omnillm-sim plan scenarios/steady.toml --target 'rejection<=0.01' --target 'p99<=20s'
+  omnillm-sim plan scenarios/burst.toml --vary keys --target 'rejection<=0.001' --seeds 3
+  omnillm-sim plan scenarios/steady.toml --policy safe --target 'rejection<=0.01'
+"""
+
+
+def _add_plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    parser.add_argument("--target", action="append", required=True, metavar="METRIC<=BOUND",
+                        help="a target to meet (repeatable)")
+    parser.add_argument("--vary", choices=("traffic", "keys"), default="traffic",
+                        help="search the traffic multiplier or the key count")
+    parser.add_argument("--policy", default=None,
+                        help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds per point; the worst seed decides")
+    parser.add_argument("--seed", type=int, default=None, help="first seed")
+    parser.add_argument("--max-factor", type=float, default=64.0,
+                        help="largest traffic multiplier tried")
+    parser.add_argument("--max-keys", type=int, default=256, help="largest key count tried")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="relative precision of the traffic multiplier")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: reports/<name>-plan)")
+    parser.add_argument("--no-check", action="store_true", help="skip the invariant checker")
+    parser.add_argument("--no-charts", action="store_true", help="draw no capacity curve")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.report.tables import plan_outputs
+    from omnillm_sim.report.writer import ReportDir
+    from omnillm_sim.sim.plan import parse_target, plan
+    from omnillm_sim.sim.scenario import load_scenario
+
+    if args.seeds < 1:
+        raise ConfigError("--seeds", args.seeds, "must be >= 1")
+    scenario = load_scenario(args.scenario,
+                             {"gateway.policy": args.policy} if args.policy else None)
+    targets = [parse_target(t) for t in args.target]
+    first = args.seed if args.seed is not None else scenario.seed
+    word = "x" if args.vary == "traffic" else "keys="
+
+    def show(x: float, values: dict[str, float], ok: bool) -> None:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        print(f"  {word}{x:.4g}: {shown} -> {'meets' if ok else 'misses'} targets", flush=True)
+
+    result = plan(scenario, targets, vary=args.vary, seeds=range(first, first + args.seeds),
+                  max_factor=args.max_factor, max_keys=args.max_keys, tolerance=args.tolerance,
+                  check=not args.no_check, on_point=show)
+    with ReportDir(_out_dir(args, f"{scenario.name}-plan")) as report:
+        text = plan_outputs(scenario, result, report, charts=not args.no_charts)
+        paths = report.commit()
+    print(text)
+    _print_written(paths)
+    return 0 if result.answer is not None else 1
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+_VALIDATE_HELP = """\
+Check scenario files (every key, value and trace header) without running them.
+
+examples:
+  omnillm-sim validate scenarios/*.toml
+  omnillm-sim validate my-scenario.toml
+"""
+
+
+def _add_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario TOML files")
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from omnillm_sim.money import format_usd
+    from omnillm_sim.sim.scenario import load_scenario
+    from omnillm_sim.sim.traces import read_trace
+
+    failed = 0
+    for path in args.scenarios:
+        try:
+            sc = load_scenario(path)
+            if sc.workload.trace is not None:
+                t = sc.workload.trace
+                next(iter(read_trace(t.path, t.format, columns=dict(t.columns),
+                                     time_unit=t.time_unit)), None)
+        except OmniLLMError as exc:
+            failed += 1
+            print(f"FAIL {exc}")
+            continue
+        limit = "unlimited" if sc.budget.limit is None else format_usd(sc.budget.limit)
+        print(f"ok   {path}: {sc.workload.kind} workload, {len(sc.key_labels())} keys, "
+              f"policy {sc.gateway.policy}, budget {limit}")
+    return 2 if failed else 0
+
+
 SUBCOMMANDS: dict[str, tuple[str, Adder, Handler]] = {
+    "run": (_RUN_HELP, _add_run, _run_run),
+    "compare": (_COMPARE_HELP, _add_compare, _run_compare),
+    "replay": (_REPLAY_HELP, _add_replay, _run_replay),
+    "sweep": (_SWEEP_HELP, _add_sweep, _run_sweep),
+    "plan": (_PLAN_HELP, _add_plan, _run_plan),
+    "validate": (_VALIDATE_HELP, _add_validate, _run_validate),
     "prices": (_PRICES_HELP, _add_prices, _run_prices),
-    "demo": (_DEMO_HELP, _add_demo, _run_demo),
     "verify": (_verify.HELP, _verify.add_arguments, _verify.run),
 }
 

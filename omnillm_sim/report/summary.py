@@ -1,0 +1,257 @@
+"""Text renderings of runs: ``summary.json`` (byte-deterministic) and ``summary.md``.
+
+The JSON holds only values derived from the scenario, the seed and the simulation: no wall
+clock, host or absolute path, keys sorted, floats rounded to 6 decimals. So the same scenario
+and seed give byte-identical files. Money appears twice: exact integer micro-dollars
+(``*_micros``) and a display string (``*_usd``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from omnillm_sim.money import format_usd
+from omnillm_sim.sim.metrics import RunResult
+from omnillm_sim.sim.units import format_duration
+
+__all__ = [
+    "compare_dict",
+    "compare_markdown",
+    "run_dict",
+    "run_markdown",
+    "to_json_bytes",
+]
+
+_TIMELINE_POINTS = 200
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def _money(micros: int) -> dict[str, Any]:
+    return {"micros": micros, "usd": format_usd(micros)}
+
+
+def _timeline(result: RunResult) -> dict[str, list[Any]]:
+    samples = result.samples
+    step = max(1, -(-len(samples) // _TIMELINE_POINTS))
+    chosen = samples[::step]
+    if samples and chosen[-1] is not samples[-1]:
+        chosen = (*chosen, samples[-1])
+    return {
+        "time_s": [_r(s.time) for s in chosen],
+        "used_micros": [s.used for s in chosen],
+        "spent_micros": [s.spent for s in chosen],
+        "open_reserved_micros": [s.open_reserved for s in chosen],
+        "in_flight": [sum(s.inflight) for s in chosen],
+    }
+
+
+def run_dict(result: RunResult) -> dict[str, Any]:
+    """The JSON-ready summary of one run."""
+    m = result.metrics
+    sc = result.scenario
+    stats = result.budget
+    limit = sc.budget.limit
+    return {
+        "scenario": {
+            "name": sc.name,
+            "source": sc.source,
+            "question": sc.question,
+            "policy": result.policy,
+            "strategy": sc.gateway.strategy,
+            "seed": result.seed,
+            "duration_s": _r(sc.duration),
+            "workload": sc.workload.kind,
+            "keys": len(result.key_labels),
+            "prices": sc.prices.catalogue,
+        },
+        "requests": {
+            "arrivals": m.arrivals,
+            "admitted": m.admitted,
+            "rejected": m.rejected,
+            "ok": m.ok,
+            "errors": m.errors,
+            "rejections_by_reason": dict(m.rejections_by_reason),
+            "statuses": dict(m.statuses),
+        },
+        "rates": {
+            "rejection": _r(m.rejection),
+            "error": _r(m.error),
+            "throughput_per_s": _r(m.throughput),
+            "mean_in_flight": _r(m.mean_in_system),
+        },
+        "latency_s": {
+            "p50": _r(m.p50),
+            "p90": _r(m.p90),
+            "p95": _r(m.p95),
+            "p99": _r(m.p99),
+            "max": _r(m.max_latency),
+            "mean": _r(m.mean_latency),
+            "mean_wait": _r(m.mean_wait),
+        },
+        "budget": {
+            "limit": None if limit is None else _money(limit),
+            "spent": _money(stats.spent),
+            "peak_used": _money(stats.peak_used),
+            "overshoot": _money(stats.overshoot),
+            "underestimated": _money(stats.underestimated),
+            "open_at_end": stats.open_count,
+        },
+        "keys": [
+            {"label": label, "requests": n, "ok": ok, "mean_in_flight": _r(busy)}
+            for label, n, ok, busy in m.per_key
+        ],
+        "gateway": result.gateway_stats,
+        "invariants": {
+            "checked": result.checked,
+            "events": result.events,
+            "violations": 0 if result.checked else None,
+            "findings": list(result.findings),
+        },
+        "length_s": _r(m.length),
+        "timeline": _timeline(result),
+    }
+
+
+def compare_dict(results: Sequence[RunResult]) -> dict[str, Any]:
+    """Side-by-side summaries of runs of one scenario under several policies."""
+    return {
+        "scenario": results[0].scenario.name,
+        "seed": results[0].seed,
+        "policies": [r.policy for r in results],
+        "runs": {r.policy: run_dict(r) for r in results},
+    }
+
+
+def to_json_bytes(data: Any) -> bytes:
+    """Deterministic JSON: sorted keys, 2-space indent, UTF-8, final newline."""
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def _rows(results: Sequence[RunResult]) -> list[tuple[str, list[str]]]:
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(name: str, values: list[str]) -> None:
+        rows.append((name, values))
+
+    ms = [r.metrics for r in results]
+    add("arrivals", [f"{m.arrivals:,}" for m in ms])
+    add("admitted", [f"{m.admitted:,}" for m in ms])
+    add("completed ok", [f"{m.ok:,}" for m in ms])
+    add("rejection rate", [f"{m.rejection:.2%}" for m in ms])
+    reasons = sorted({k for m in ms for k, _ in m.rejections_by_reason})
+    for reason in reasons:
+        add(f"&nbsp;&nbsp;rejected {reason}", [f"{dict(m.rejections_by_reason).get(reason, 0):,}"
+                                               for m in ms])
+    add("error rate (admitted, not ok)", [f"{m.error:.2%}" for m in ms])
+    add("throughput", [f"{m.throughput:.3f} req/s" for m in ms])
+    add("latency p50", [_fmt_s(m.p50) for m in ms])
+    add("latency p95", [_fmt_s(m.p95) for m in ms])
+    add("latency p99", [_fmt_s(m.p99) for m in ms])
+    add("mean wait at provider", [_fmt_s(m.mean_wait) for m in ms])
+    limits = [r.scenario.budget.limit for r in results]
+    add("budget limit", ["unlimited" if lim is None else format_usd(lim) for lim in limits])
+    add("spent", [format_usd(m.spent) for m in ms])
+    add("peak used", [format_usd(m.peak_used) for m in ms])
+    add("overshoot (peak used - limit)", [format_usd(m.overshoot) for m in ms])
+    add("underestimated (actual - estimate)", [format_usd(m.underestimated) for m in ms])
+    return rows
+
+
+def _table(headers: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join([name, *values]) + " |" for name, values in rows]
+    return "\n".join(lines)
+
+
+def _scenario_block(result: RunResult) -> list[str]:
+    sc = result.scenario
+    lines = [f"# Scenario `{sc.name}`", ""]
+    if sc.question:
+        lines += ["> " + line if line else ">" for line in sc.question.splitlines()]
+        lines.append("")
+    w = sc.workload
+    load = {
+        "poisson": f"Poisson arrivals at {w.rate:g}/s",
+        "bursty": f"bursty arrivals ({w.rate:g}/s calm, {w.burst_rate:g}/s in bursts)",
+        "diurnal": f"diurnal arrivals around {w.rate:g}/s (amplitude {w.amplitude:g})",
+        "closed": f"{w.clients} closed-loop clients",
+        "trace": (f"replay of `{w.trace.path.name}` ({w.trace.format}) at {w.trace.speed:g}x"
+                  if w.trace else "trace replay"),
+    }[w.kind]
+    lines.append(
+        f"Source `{sc.source}`, seed {result.seed}, {format_duration(sc.duration)} of "
+        f"{load}; {len(result.key_labels)} keys; prices `{sc.prices.catalogue}`; "
+        f"model `{sc.requests.model}`."
+    )
+    lines.append("")
+    return lines
+
+
+def _invariants_block(results: Sequence[RunResult]) -> list[str]:
+    lines = ["## Invariants", ""]
+    for r in results:
+        who = f"`{r.policy}`: "
+        if not r.checked:
+            lines.append(f"- {who}not checked (run with `--no-check`).")
+            continue
+        lines.append(f"- {who}checked after each of {r.events:,} events; no violation.")
+        lines += [f"  - finding: {f}" for f in r.findings]
+    lines.append("")
+    return lines
+
+
+_CHARTS = (
+    ("spend.png", "Budget: used, spent and open reservations over time, with the limit"),
+    ("rejections.png", "Rejections over time by reason"),
+    ("latency_cdf.png", "Latency CDF of successful requests"),
+)
+
+
+def run_markdown(result: RunResult, charts: Sequence[str] = ()) -> str:
+    """``summary.md`` of one run; ``charts`` are the chart file names written beside it."""
+    lines = _scenario_block(result)
+    lines += [f"## Results (policy `{result.policy}`)", ""]
+    lines += [_table(["metric", "value"], _rows([result])), ""]
+    m = result.metrics
+    lines += ["## Keys", "", "| key | requests | ok | mean in flight |", "|---|---|---|---|"]
+    lines += [f"| {label} | {n:,} | {ok:,} | {busy:.3f} |" for label, n, ok, busy in m.per_key]
+    lines.append("")
+    lines += _invariants_block([result])
+    lines += _charts_block(charts)
+    return "\n".join(lines)
+
+
+def _charts_block(charts: Sequence[str]) -> list[str]:
+    if not charts:
+        return []
+    titles = dict(_CHARTS)
+    lines = ["## Charts", ""]
+    for name in charts:
+        title = titles.get(name, "Per-key load and state over time"
+                           if name.startswith("keys") else name)
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return lines
+
+
+def compare_markdown(results: Sequence[RunResult], charts: Sequence[str] = ()) -> str:
+    """``summary.md`` comparing policies on the same arrivals, side by side."""
+    lines = _scenario_block(results[0])
+    lines += ["## Policies side by side", ""]
+    lines += [
+        "Same scenario, seed and arrivals; only the gateway policy differs.",
+        "",
+        _table(["metric", *[f"`{r.policy}`" for r in results]], _rows(results)),
+        "",
+    ]
+    lines += _invariants_block(results)
+    lines += _charts_block(charts)
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""Writing report folders atomically: an interrupted run never leaves a half-written file.
+
+Every file of a report is first written into a hidden staging folder inside the destination
+(``reports/steady/.partial-XXXX/``); only when all of them are complete are they moved into
+place, each with ``os.replace`` (atomic on POSIX and Windows). If anything fails before that —
+an error, or Ctrl-C while the charts render — the staging folder is deleted and the previous
+report stays as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from omnillm_sim.report.summary import (
+    compare_dict,
+    compare_markdown,
+    run_dict,
+    run_markdown,
+    to_json_bytes,
+)
+from omnillm_sim.sim.metrics import RunResult
+
+__all__ = ["ReportDir", "atomic_write", "write_compare_report", "write_run_report"]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ReportDir:
+    """A report folder being written: stage files, then `commit` moves them all into place."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self._staging: Path | None = None
+        self.names: list[str] = []
+
+    def __enter__(self) -> ReportDir:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.out))
+        return self
+
+    def path(self, name: str) -> Path:
+        """Where to write ``name`` while staging."""
+        assert self._staging is not None, "use ReportDir as a context manager"
+        if name not in self.names:
+            self.names.append(name)
+        return self._staging / name
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Stage a file's bytes."""
+        self.path(name).write_bytes(data)
+
+    def commit(self) -> list[Path]:
+        """Move every staged file into the report folder; returns the final paths."""
+        assert self._staging is not None
+        final = []
+        for name in self.names:
+            target = self.out / name
+            os.replace(self._staging / name, target)
+            final.append(target)
+        shutil.rmtree(self._staging, ignore_errors=True)
+        self._staging = None
+        return final
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def _draw(report: ReportDir, name: str, draw: Callable[[Path], None], names: list[str]) -> None:
+    draw(report.path(name))
+    names.append(name)
+
+
+def write_run_report(result: RunResult, out: Path, *, charts: bool = True) -> list[Path]:
+    """Write ``summary.json``, ``summary.md`` and (unless ``charts=False``) the PNG charts."""
+    with ReportDir(out) as report:
+        chart_names: list[str] = []
+        if charts:
+            from omnillm_sim.report import plots
+
+            _draw(report, "spend.png", lambda p: plots.plot_spend([result], p), chart_names)
+            _draw(report, "rejections.png", lambda p: plots.plot_rejections([result], p),
+                  chart_names)
+            _draw(report, "latency_cdf.png", lambda p: plots.plot_latency_cdf([result], p),
+                  chart_names)
+            _draw(report, "keys.png", lambda p: plots.plot_keys(result, p), chart_names)
+        report.write_bytes("summary.json", to_json_bytes(run_dict(result)))
+        report.write_bytes("summary.md", run_markdown(result, chart_names).encode())
+        return report.commit()
+
+
+def write_compare_report(
+    results: Sequence[RunResult], out: Path, *, charts: bool = True
+) -> list[Path]:
+    """Write one report comparing runs of the same scenario under different policies."""
+    with ReportDir(out) as report:
+        chart_names: list[str] = []
+        if charts:
+            from omnillm_sim.report import plots
+
+            _draw(report, "spend.png", lambda p: plots.plot_spend(results, p), chart_names)
+            _draw(report, "rejections.png", lambda p: plots.plot_rejections(results, p),
+                  chart_names)
+            _draw(report, "latency_cdf.png", lambda p: plots.plot_latency_cdf(results, p),
+                  chart_names)
+            for r in results:
+                _draw(report, f"keys-{_safe(r.policy)}.png",
+                      lambda p, r=r: plots.plot_keys(r, p), chart_names)  # type: ignore[misc]
+        report.write_bytes("summary.json", to_json_bytes(compare_dict(results)))
+        report.write_bytes("summary.md", compare_markdown(results, chart_names).encode())
+        return report.commit()

@@ -1,0 +1,126 @@
+"""The invariant checker the engine runs after every simulation event.
+
+It keeps its own ledger of what the engine saw (each admission's reserved estimate, each
+settlement's charge) and compares it with the gateway's budget and keys:
+
+* I1 ``used == sum(charged) + sum(open estimates)`` (the budget agrees with the ledger);
+* I2 while no settlement has charged more than its estimate, ``used <= limit``;
+* I3 always ``used <= limit + underestimated``;
+* I4 every admission ends exactly once, and at the end nothing is open;
+* K1 a key's in-flight tokens stay within ``[0, tpm]``;
+* K2 a key's RPM window never holds more than ``rpm`` admissions.
+
+A violation raises `InvariantViolation` naming the event number, the simulated time and the
+state. ``used > limit`` that I2 does not forbid (some actual cost exceeded its estimate: the
+faithful policy's documented overshoot, reference section 5) is not a violation: it is
+recorded once as a finding, which the report shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.errors import InvariantViolation
+from omnillm_sim.money import format_usd
+
+__all__ = ["InvariantChecker"]
+
+
+class InvariantChecker:
+    """Checks budget and key invariants; fed by the engine, called after every event."""
+
+    def __init__(self, budget: BudgetTracker, key_limits: dict[str, tuple[int, int]]) -> None:
+        self._budget = budget
+        self._limits = key_limits  # label -> (rpm, tpm)
+        self._open: dict[int, int] = {}
+        self._charged = 0
+        self._open_sum = 0
+        self._underestimated = 0
+        self._finished: set[int] = set()
+        self.findings: list[str] = []
+        self._overshoot_seen = False
+
+    # -- ledger (called by the engine) ---------------------------------------------------
+
+    def admitted(self, request_id: int, estimate: int) -> None:
+        """An admission reserved ``estimate`` micro-dollars."""
+        if request_id in self._open or request_id in self._finished:
+            raise InvariantViolation("I4", f"request {request_id} admitted twice")
+        self._open[request_id] = estimate
+        self._open_sum += estimate
+
+    def settled(self, request_id: int, charged: int) -> None:
+        """The admission of ``request_id`` ended with ``charged`` micro-dollars.
+
+        Raises:
+            InvariantViolation: I4, the admission was not open (ended twice, or never began).
+        """
+        if request_id not in self._open:
+            raise InvariantViolation("I4", f"request {request_id} ended twice or was never open")
+        estimate = self._open.pop(request_id)
+        self._finished.add(request_id)
+        self._open_sum -= estimate
+        self._charged += charged
+        self._underestimated += max(charged - estimate, 0)
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _fail(self, invariant: str, event: int, now: float, detail: str, keys: Any = None) -> None:
+        stats = self._budget.stats()
+        state = (
+            f"used={stats.used} limit={stats.limit} spent={stats.spent} "
+            f"open={stats.open_count}/{stats.open_reserved} µ$; ledger charged={self._charged} "
+            f"open={len(self._open)}/{self._open_sum} µ$"
+        )
+        if keys is not None:
+            state += f"; keys={keys!r}"
+        raise InvariantViolation(invariant, f"event #{event} at t={now:.6f}s: {detail} ({state})")
+
+    def check(self, event: int, now: float, key_status: list[Any] | None = None) -> None:
+        """Check every invariant against the current state.
+
+        ``key_status`` is the gateway's ``key_status(now)`` (pass ``None`` to skip the key
+        checks when no gateway call happened since the last check).
+
+        Raises:
+            InvariantViolation: with the event number, time and state.
+        """
+        stats = self._budget.stats()
+        if stats.used != self._charged + self._open_sum:
+            self._fail("I1", event, now, f"used {stats.used} != charged + open "
+                       f"{self._charged + self._open_sum}")
+        if stats.used > stats.limit:
+            if self._underestimated == 0:
+                self._fail("I2", event, now, "used above limit although no actual cost "
+                           "exceeded its estimate")
+            if stats.used > stats.limit + stats.underestimated:
+                self._fail("I3", event, now, "used above limit + underestimated")
+            if not self._overshoot_seen:
+                self._overshoot_seen = True
+                self.findings.append(
+                    f"budget overshoot from event #{event} at t={now:.3f}s: used "
+                    f"{format_usd(stats.used)} > limit {format_usd(stats.limit)}, allowed because "
+                    f"actual costs exceeded their estimates by {format_usd(self._underestimated)} "
+                    "(the faithful policy's estimate is not an upper bound; I3 holds)"
+                )
+        if key_status is not None:
+            for status in key_status:
+                rpm, tpm = self._limits[status.label]
+                if not 0 <= status.inflight_tokens <= tpm:
+                    self._fail("K1", event, now, f"key {status.label} holds "
+                               f"{status.inflight_tokens} in-flight tokens (cap {tpm})", key_status)
+                if status.rpm_used > rpm:
+                    self._fail("K2", event, now, f"key {status.label} admitted "
+                               f"{status.rpm_used} requests in 60 s (rpm {rpm})", key_status)
+
+    def at_end(self, event: int, now: float) -> None:
+        """Quiescence: every admission ended (I4) and the budget holds nothing open.
+
+        Raises:
+            InvariantViolation: I4.
+        """
+        stats = self._budget.stats()
+        if self._open or stats.open_count != 0:
+            self._fail("I4", event, now, f"{len(self._open)} admissions never ended; the budget "
+                       f"still has {stats.open_count} open reservations")

@@ -1,0 +1,89 @@
+"""Random distributions for request sizes, think times and latencies, in one small record.
+
+A scenario writes a constant (``prompt_tokens = 800``, ``ttft = "0.4s"``) or a table
+(``output_tokens = { dist = "lognormal", mean = 250, cv = 1.2 }``). Kinds: ``constant``,
+``uniform`` (``low``, ``high``), ``exponential`` (``mean``) and ``lognormal`` (``mean``,
+``cv`` = standard deviation / mean). Sampling takes the caller's ``random.Random``, so a run
+is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+__all__ = ["DISTRIBUTIONS", "Distribution"]
+
+DISTRIBUTIONS = ("constant", "uniform", "exponential", "lognormal")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Distribution:
+    """A non-negative random variable.
+
+    Raises:
+        ValueError: an unknown kind, a negative or non-finite parameter, ``low > high``.
+    """
+
+    kind: str = "constant"
+    mean: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+    cv: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in DISTRIBUTIONS:
+            raise ValueError(f"dist={self.kind!r} must be one of {', '.join(DISTRIBUTIONS)}")
+        for name in ("mean", "low", "high", "cv"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}(={value!r}) must be a finite number >= 0")
+        if self.kind == "uniform" and self.low > self.high:
+            raise ValueError(f"low(={self.low!r}) must be <= high(={self.high!r})")
+
+    @classmethod
+    def constant(cls, value: float) -> Distribution:
+        """Always ``value``."""
+        return cls(kind="constant", mean=float(value))
+
+    @classmethod
+    def exponential(cls, mean: float) -> Distribution:
+        """Exponential with the given mean."""
+        return cls(kind="exponential", mean=float(mean))
+
+    @property
+    def expected(self) -> float:
+        """The mathematical mean."""
+        if self.kind == "uniform":
+            return (self.low + self.high) / 2
+        return self.mean
+
+    def sample(self, rng: random.Random) -> float:
+        """One draw using ``rng`` (exactly one or two calls to it, whatever the kind)."""
+        if self.kind == "constant":
+            return self.mean
+        if self.kind == "uniform":
+            return rng.uniform(self.low, self.high)
+        if self.kind == "exponential":
+            return rng.expovariate(1.0 / self.mean) if self.mean > 0 else 0.0
+        if self.mean == 0:
+            return 0.0
+        sigma2 = math.log1p(self.cv * self.cv)
+        return rng.lognormvariate(math.log(self.mean) - sigma2 / 2, math.sqrt(sigma2))
+
+    def scaled(self, factor: float) -> Distribution:
+        """The same shape with every location parameter multiplied by ``factor``."""
+        return replace(
+            self, mean=self.mean * factor, low=self.low * factor, high=self.high * factor
+        )
+
+    def describe(self) -> str:
+        """A short text form: ``800``, ``exponential(mean=2)``, ``uniform(1..5)``."""
+        if self.kind == "constant":
+            return f"{self.mean:g}"
+        if self.kind == "uniform":
+            return f"uniform({self.low:g}..{self.high:g})"
+        if self.kind == "exponential":
+            return f"exponential(mean={self.mean:g})"
+        return f"lognormal(mean={self.mean:g}, cv={self.cv:g})"

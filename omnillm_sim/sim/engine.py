@@ -1,0 +1,332 @@
+"""The SimPy engine: drive the gateway model with a workload and the provider model.
+
+`run(scenario, seed)` builds one `Gateway` (its budget, price table and key pool), then runs
+the workload on SimPy time: each arrival asks ``gateway.admit(request, now)``; an admission
+is served by the `Provider` on its key and ended with ``gateway.finish(admission, outcome,
+now)``. Nothing reads the wall clock and every random number comes from streams derived from
+the seed, so a scenario and seed give the same `RunResult` (and byte-identical reports).
+
+The engine steps SimPy one event at a time and runs the `InvariantChecker` after every event
+(``check=False`` skips it for speed). A violation stops the run with `InvariantViolation`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Generator
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import simpy
+
+from omnillm_sim import gateway as gw
+from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.pricing import catalogue
+from omnillm_sim.sim.checker import InvariantChecker
+from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample
+from omnillm_sim.sim.provider import Provider, ProviderReply
+from omnillm_sim.sim.scenario import Scenario
+from omnillm_sim.sim.workloads import Arrival, RequestFactory, open_arrivals
+
+__all__ = ["ProgressFn", "build_gateway", "run"]
+
+ProgressFn = Callable[[float], None]
+"""Called now and then with the fraction of the arrival horizon simulated so far."""
+
+_PROGRESS_EVERY = 2_000
+
+
+def build_gateway(scenario: Scenario, rng: random.Random) -> gw.Gateway:
+    """The scenario's gateway: keys, policy, budget tracker and price table.
+
+    Raises:
+        ConfigError: an unknown policy, strategy, catalogue or override file.
+    """
+    keys = tuple(
+        gw.KeyConfig(label=label, rpm=spec.rpm, tpm=spec.tpm,
+                     tokens_per_minute=spec.tokens_per_minute)
+        for spec in scenario.keys
+        for label in spec.labels()
+    )
+    g = scenario.gateway
+    config = gw.GatewayConfig(
+        keys=keys,
+        policy=g.policy,
+        strategy=g.strategy,
+        attempt_cap=g.attempt_cap,
+        breaker_threshold=g.breaker_threshold,
+        breaker_cooldown=g.breaker_cooldown,
+        request_timeout=g.request_timeout,
+    )
+    limit = scenario.budget.limit
+    budget = (
+        BudgetTracker.unlimited(name="budget")
+        if limit is None
+        else BudgetTracker.from_micros(limit, name="budget")
+    )
+    p = scenario.prices
+    prices = catalogue(p.catalogue, overrides=p.overrides, fallback=p.fallback)
+    return gw.Gateway(config, budget=budget, prices=prices, rng=rng)
+
+
+def _outcome(reply: ProviderReply) -> Any:
+    if reply.kind == "ok":
+        assert reply.usage is not None
+        return gw.ok(reply.usage)
+    if reply.kind == "http_error":
+        assert reply.status is not None
+        return gw.http_error(reply.status, reply.retry_after)
+    if reply.kind == "timeout":
+        return gw.timeout()
+    return gw.cancelled(reply.usage)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of a stats record: dataclasses and mappings become dicts, enums names."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _key_state(status: Any, now: float) -> str:
+    if status.dead:
+        return "dead"
+    if status.breaker in ("open", "half-open"):
+        return str(status.breaker)
+    if status.cooling_until is not None and status.cooling_until > now:
+        return "cooling"
+    return "available" if status.available else "cooling"
+
+
+class _Run:
+    """The mutable state of one run (private to `run`)."""
+
+    def __init__(self, scenario: Scenario, seed: int, check: bool) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.env = simpy.Environment()
+        self.gateway = build_gateway(scenario, random.Random(f"{seed}/gateway"))
+        self.budget: BudgetTracker = self.gateway.budget
+        self.labels = tuple(scenario.key_labels())
+        self.key_index = {label: i for i, label in enumerate(self.labels)}
+        self.provider = Provider(self.env, scenario, scenario.gateway.request_timeout)
+        self.factory = RequestFactory(scenario, random.Random(f"{seed}/requests"))
+        self.arrival_rng = random.Random(f"{seed}/arrivals")
+        self.think_rng = random.Random(f"{seed}/think")
+        self.records: list[RequestRecord] = []
+        self.samples: list[Sample] = []
+        self.budget_steps: list[tuple[float, int, int, int]] = []
+        self.rejected: Counter[str] = Counter()
+        self.in_system = 0
+        self.per_key = [0] * len(self.labels)
+        self.area = 0.0
+        self.key_area = [0.0] * len(self.labels)
+        self.last_change = 0.0
+        self.end_time = 0.0
+        self.arrivals_done = False
+        self.dirty = False
+        limits = {}
+        for spec in scenario.keys:
+            for label in spec.labels():
+                limits[label] = (spec.rpm, spec.tpm)
+        self.checker = InvariantChecker(self.budget, limits) if check else None
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        now = self.env.now
+        span = now - self.last_change
+        if span > 0:
+            self.area += self.in_system * span
+            for i, n in enumerate(self.per_key):
+                if n:
+                    self.key_area[i] += n * span
+            self.last_change = now
+
+    def _budget_step(self) -> None:
+        s = self.budget.stats()
+        step = (self.env.now, s.used, s.spent, s.open_reserved)
+        if not self.budget_steps or self.budget_steps[-1][1:] != step[1:]:
+            self.budget_steps.append(step)
+
+    # -- request life --------------------------------------------------------------------
+
+    def arrive(self, arrival: Arrival) -> simpy.Process | None:
+        """Admit or reject ``arrival`` now; return the serving process if admitted."""
+        env = self.env
+        request = gw.Request(
+            id=arrival.id,
+            model=arrival.model,
+            prompt_tokens=arrival.prompt_tokens,
+            max_output_tokens=arrival.max_output_tokens,
+            stream=arrival.stream,
+        )
+        decision = self.gateway.admit(request, env.now)
+        self.dirty = True
+        self.end_time = max(self.end_time, env.now)
+        if isinstance(decision, gw.Rejection):
+            reason = decision.reason.name
+            self.rejected[reason] += 1
+            self.records.append(
+                RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,
+                              "rejected", reason, None, None, env.now, None, None, "rejected")
+            )
+            self._budget_step()
+            return None
+        if self.checker is not None:
+            self.checker.admitted(arrival.id, decision.estimate.cost)
+        self._advance()
+        self.in_system += 1
+        self.per_key[self.key_index[decision.key_label]] += 1
+        self._budget_step()
+        return env.process(self._serve(decision, arrival))
+
+    def _serve(self, admission: Any, arrival: Arrival) -> Generator[simpy.Event, Any, None]:
+        label = admission.key_label
+        reply = yield from self.provider.serve(label, arrival)
+        settlement = self.gateway.finish(admission, _outcome(reply), self.env.now)
+        self.dirty = True
+        if self.checker is not None:
+            self.checker.settled(arrival.id, settlement.charged)
+        self._advance()
+        self.in_system -= 1
+        self.per_key[self.key_index[label]] -= 1
+        self.end_time = max(self.end_time, self.env.now)
+        status = reply.kind if reply.kind != "http_error" else f"http_{reply.status}"
+        output = reply.usage.output_tokens if reply.usage is not None else 0
+        self.records.append(
+            RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, output,
+                          "admitted", None, label, reply.start, reply.end,
+                          admission.estimate.cost, settlement.charged, status)
+        )
+        self._budget_step()
+
+    # -- processes -----------------------------------------------------------------------
+
+    def open_source(self) -> Generator[simpy.Event, Any, None]:
+        for arrival in open_arrivals(self.scenario, self.factory, self.arrival_rng):
+            delay = arrival.time - self.env.now
+            if delay > 0:
+                yield self.env.timeout(delay)
+            self.arrive(arrival)
+        self.arrivals_done = True
+
+    def client(self) -> Generator[simpy.Event, Any, None]:
+        scenario = self.scenario
+        think = scenario.workload.think_time
+        limit = scenario.max_requests
+        while True:
+            yield self.env.timeout(think.sample(self.think_rng))
+            if self.env.now >= scenario.duration:
+                return
+            if limit is not None and self.factory.made >= limit:
+                return
+            process = self.arrive(self.factory.make(self.env.now))
+            if process is not None:
+                yield process
+
+    def closed_source(self) -> Generator[simpy.Event, Any, None]:
+        clients = [self.env.process(self.client()) for _ in range(self.scenario.workload.clients)]
+        yield self.env.all_of(clients)
+        self.arrivals_done = True
+
+    def sampler(self) -> Generator[simpy.Event, Any, None]:
+        interval = self.scenario.sample_interval or max(self.scenario.duration / 200.0, 1e-3)
+        while True:
+            now = self.env.now
+            s = self.budget.stats()
+            statuses = self.gateway.key_status(now)
+            self.samples.append(
+                Sample(
+                    time=now,
+                    used=s.used,
+                    spent=s.spent,
+                    open_reserved=s.open_reserved,
+                    inflight=tuple(self.per_key),
+                    key_states=tuple(_key_state(st, now) for st in statuses),
+                    rejected=tuple(sorted(self.rejected.items())),
+                )
+            )
+            if self.arrivals_done and self.in_system == 0:
+                return
+            yield self.env.timeout(interval)
+
+    # -- main loop -----------------------------------------------------------------------
+
+    def execute(self, progress: ProgressFn | None) -> RunResult:
+        env = self.env
+        if self.scenario.workload.kind == "closed":
+            env.process(self.closed_source())
+        else:
+            env.process(self.open_source())
+        env.process(self.sampler())
+        self._budget_step()
+        checker = self.checker
+        horizon = self.scenario.duration
+        events = 0
+        while True:
+            try:
+                env.step()
+            except simpy.core.EmptySchedule:
+                break
+            events += 1
+            if checker is not None:
+                statuses = self.gateway.key_status(env.now) if self.dirty else None
+                self.dirty = False
+                checker.check(events, env.now, statuses)
+            if progress is not None and events % _PROGRESS_EVERY == 0:
+                progress(min(env.now / horizon, 1.0))
+        if checker is not None:
+            checker.at_end(events, env.now)
+        self._advance()
+        if progress is not None:
+            progress(1.0)
+        gateway_stats = _plain(self.gateway.stats())
+        return RunResult(
+            scenario=self.scenario,
+            seed=self.seed,
+            policy=self.scenario.gateway.policy,
+            key_labels=self.labels,
+            records=tuple(sorted(self.records, key=lambda r: r.id)),
+            samples=tuple(self.samples),
+            budget_steps=tuple(self.budget_steps),
+            end_time=self.end_time,
+            inflight_area=self.area,
+            key_busy_area=tuple(self.key_area),
+            budget=self.budget.stats(),
+            gateway_stats=gateway_stats,
+            findings=tuple(checker.findings) if checker is not None else (),
+            events=events,
+            checked=checker is not None,
+        )
+
+
+def run(
+    scenario: Scenario,
+    seed: int | None = None,
+    *,
+    check: bool = True,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    """Simulate ``scenario`` with ``seed`` (default: the scenario's own seed).
+
+    Deterministic: the same scenario and seed give the same result.
+
+    Raises:
+        InvariantViolation: the checker found a violation (names event number, time, state).
+        TraceError: a malformed trace row.
+        ConfigError: a bad gateway, price or policy setting.
+    """
+    chosen = scenario.seed if seed is None else seed
+    return _Run(scenario, chosen, check).execute(progress)

@@ -1,0 +1,169 @@
+"""The simulated LLM provider behind each key.
+
+For a request sent on a key at time ``now`` the provider answers, in this order:
+
+1. an injected fault (`FaultSpec`) active on that key, if the request's ``draw`` < its rate:
+   the fault's status after ``error_latency`` (429s carry the fault's ``retry_after``);
+2. the provider's own per-key limits (``rpm`` requests and ``tpm`` prompt + max-output tokens
+   in any 60 s): 429 with ``retry-after`` = whole seconds until the window has room;
+3. a trace row recorded as failed: 500 after ``error_latency``;
+4. otherwise the request queues for one of the key's ``concurrency`` slots (if limited) and is
+   served in ``ttft + output / tokens_per_second`` (times the jitter factor), or in its drawn
+   ``service`` time. The client cancels at ``cancel_at`` of the service if it chose to, and the
+   gateway's ``request_timeout`` (counted from admission) cuts a request that would end later.
+
+Replies are plain data (`ProviderReply`); the engine turns them into gateway outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+
+from omnillm_sim.pricing import Usage
+from omnillm_sim.sim.scenario import FaultSpec, Scenario
+from omnillm_sim.sim.workloads import Arrival
+
+__all__ = ["Provider", "ProviderReply"]
+
+WINDOW = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    """What came back: ``kind`` is ok, http_error, timeout or cancelled.
+
+    A cancelled stream carries the partial usage delivered before the cancel.
+
+    ``start`` is when service began (``None`` if it never did), ``end`` when the reply arrived.
+    """
+
+    kind: str
+    start: float | None
+    end: float
+    status: int | None = None
+    retry_after: float | None = None
+    usage: Usage | None = None
+
+
+class _KeyWindow:
+    """The provider's own sliding 60 s window of requests and tokens on one key."""
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.token_sum = 0
+
+    def prune(self, now: float) -> None:
+        while self.times and self.times[0] <= now - WINDOW:
+            self.times.popleft()
+        while self.tokens and self.tokens[0][0] <= now - WINDOW:
+            self.token_sum -= self.tokens.popleft()[1]
+
+
+class Provider:
+    """Serves admitted requests on SimPy time; one instance per run."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario, timeout: float) -> None:
+        self._env = env
+        self._spec = scenario.provider
+        self._timeout = timeout
+        self._faults: dict[str, list[FaultSpec]] = {}
+        for fault in scenario.faults:
+            self._faults.setdefault(fault.key, []).append(fault)
+        labels = scenario.key_labels()
+        self._windows = {label: _KeyWindow() for label in labels}
+        self._slots: dict[str, simpy.Resource] = {}
+        if self._spec.concurrency > 0:
+            self._slots = {
+                label: simpy.Resource(env, capacity=self._spec.concurrency) for label in labels
+            }
+
+    def _fault(self, key: str, arrival: Arrival, now: float) -> FaultSpec | None:
+        for fault in self._faults.get(key, ()):
+            if fault.start <= now < fault.end and arrival.draw < fault.rate:
+                return fault
+        return None
+
+    def _rate_limited(self, key: str, arrival: Arrival, now: float) -> float | None:
+        """Seconds to wait if the provider's own limits refuse the request, else ``None``."""
+        spec = self._spec
+        if spec.rpm is None and spec.tpm is None:
+            return None
+        window = self._windows[key]
+        window.prune(now)
+        tokens = arrival.prompt_tokens + arrival.max_output_tokens
+        if spec.rpm is not None and len(window.times) >= spec.rpm:
+            return window.times[0] + WINDOW - now
+        if spec.tpm is not None and window.token_sum + tokens > spec.tpm:
+            free, needed = 0, window.token_sum + tokens - spec.tpm
+            for t, n in window.tokens:
+                free += n
+                if free >= needed:
+                    return t + WINDOW - now
+            return WINDOW  # a request larger than the whole limit never fits
+        window.times.append(now)
+        window.tokens.append((now, tokens))
+        window.token_sum += tokens
+        return None
+
+    def service_time(self, arrival: Arrival) -> float:
+        """How long the provider takes to answer ``arrival`` in full."""
+        if arrival.service is not None:
+            return arrival.service
+        output = min(arrival.output_tokens, arrival.max_output_tokens)
+        return (arrival.ttft + output / self._spec.tokens_per_second) * arrival.jitter
+
+    def serve(self, key: str, arrival: Arrival) -> Generator[simpy.Event, Any, ProviderReply]:
+        """SimPy process body: the reply to ``arrival`` sent on key ``key``."""
+        env = self._env
+        now = env.now
+        deadline = now + self._timeout
+        fault = self._fault(key, arrival, now)
+        if fault is not None:
+            yield env.timeout(self._spec.error_latency)
+            retry = fault.retry_after if fault.status == 429 else None
+            return ProviderReply("http_error", None, env.now, fault.status, retry)
+        wait = self._rate_limited(key, arrival, now)
+        if wait is not None:
+            yield env.timeout(self._spec.error_latency)
+            # Providers send whole seconds; omnillm reads only integer seconds.
+            return ProviderReply("http_error", None, env.now, 429, float(max(1, math.ceil(wait))))
+        if arrival.failed:
+            yield env.timeout(self._spec.error_latency)
+            return ProviderReply("http_error", None, env.now, 500)
+        slots = self._slots.get(key)
+        request = None
+        if slots is not None:
+            request = slots.request()
+            expiry = env.timeout(deadline - env.now)
+            yield request | expiry
+            if not request.triggered:
+                request.cancel()
+                return ProviderReply("timeout", None, env.now)
+        try:
+            start = env.now
+            service = self.service_time(arrival)
+            output = min(arrival.output_tokens, arrival.max_output_tokens)
+            cancel_after = service * arrival.cancel_at if arrival.cancel_at is not None else None
+            if cancel_after is not None and start + cancel_after < deadline:
+                yield env.timeout(cancel_after)
+                partial = None
+                if arrival.stream:  # a stream has delivered (and billed) part of its output
+                    done = math.floor(output * arrival.cancel_at)  # type: ignore[operator]
+                    partial = Usage(input_tokens=arrival.prompt_tokens, output_tokens=done)
+                return ProviderReply("cancelled", start, env.now, usage=partial)
+            if start + service > deadline:
+                yield env.timeout(deadline - start)
+                return ProviderReply("timeout", start, env.now)
+            yield env.timeout(service)
+            usage = Usage(input_tokens=arrival.prompt_tokens, output_tokens=output)
+            return ProviderReply("ok", start, env.now, 200, usage=usage)
+        finally:
+            if slots is not None and request is not None:
+                slots.release(request)

@@ -1,0 +1,724 @@
+"""Scenario files: TOML loaded by one loader into frozen, keyword-only dataclasses.
+
+A scenario says what traffic arrives (``[workload]``, ``[requests]``), what the gateway is
+(``[gateway]``, ``[[keys]]``, ``[budget]``, ``[prices]``) and how the provider behaves
+(``[provider]``, ``[[faults]]``). Every value is checked here; an error names the file, the key
+path, what was expected and what was found::
+
+    scenarios/x.toml: workload.rate: expected a rate like "20/s" or "500/min", got 'fast'
+
+Unknown keys are errors too (a typo must not silently fall back to a default). `load_scenario`
+also applies dotted-path overrides (``{"workload.rate": "40/s", "keys.0.count": 4}``) before
+checking, which is how ``sweep`` and ``plan`` vary a scenario.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omnillm_sim.errors import ScenarioError
+from omnillm_sim.money import MicroDollar
+from omnillm_sim.sim.distributions import DISTRIBUTIONS, Distribution
+from omnillm_sim.sim.units import (
+    DURATION_EXPECTED,
+    MONEY_EXPECTED,
+    RATE_EXPECTED,
+    parse_duration,
+    parse_money,
+    parse_rate,
+)
+
+__all__ = [
+    "TRACE_FORMATS",
+    "WORKLOADS",
+    "BudgetSpec",
+    "FaultSpec",
+    "GatewaySpec",
+    "KeySpec",
+    "PricesSpec",
+    "ProviderSpec",
+    "RequestSpec",
+    "Scenario",
+    "TraceSpec",
+    "WorkloadSpec",
+    "coerce_literal",
+    "load_scenario",
+    "scenario_from_dict",
+    "scenario_from_text",
+]
+
+WORKLOADS = ("poisson", "bursty", "diurnal", "closed", "trace")
+TRACE_FORMATS = ("azure", "burstgpt", "csv", "jsonl")
+_KNOWN_POLICIES = ("omnillm-0.1.5", "safe")
+_DEFAULT_FALLBACK: str | None = "gpt-4o"
+_STRATEGIES = ("omnillm", "round-robin", "least-loaded", "power-of-two")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeySpec:
+    """One ``[[keys]]`` entry; ``count > 1`` expands to labels ``label-1`` .. ``label-N``."""
+
+    label: str
+    count: int = 1
+    rpm: int = 500
+    tpm: int = 90_000
+    tokens_per_minute: int | None = None
+
+    def labels(self) -> list[str]:
+        """The labels this entry expands to."""
+        if self.count == 1:
+            return [self.label]
+        return [f"{self.label}-{i}" for i in range(1, self.count + 1)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySpec:
+    """``[gateway]``: the policy and its knobs (defaults are omnillm's)."""
+
+    policy: str = "omnillm-0.1.5"
+    strategy: str | None = None
+    attempt_cap: int = 5
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    request_timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSpec:
+    """``[budget]``: the limit in micro-dollars, ``None`` for unlimited."""
+
+    limit: MicroDollar | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PricesSpec:
+    """``[prices]``: which catalogue prices the run (one table for every policy)."""
+
+    catalogue: str = "omnillm-0.1.5"
+    fallback: str | None = "gpt-4o"
+    overrides: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSpec:
+    """``[requests]``: what each synthetic request looks like.
+
+    ``output_tokens`` is what the model would generate; the provider stops at
+    ``max_output_tokens`` (which every simulated request declares). ``stream_fraction`` of the
+    requests stream; ``cancel_rate`` of them are cancelled by the client half-way.
+    """
+
+    model: str = "gpt-4o"
+    prompt_tokens: Distribution = field(default_factory=lambda: Distribution.constant(1000))
+    output_tokens: Distribution = field(default_factory=lambda: Distribution.constant(250))
+    max_output_tokens: int = 1024
+    stream_fraction: float = 0.0
+    cancel_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceSpec:
+    """``[workload]`` of kind ``trace``: a file replayed at ``speed`` x real time."""
+
+    path: Path
+    format: str = "azure"
+    speed: float = 1.0
+    columns: tuple[tuple[str, str], ...] = ()
+    time_unit: str = "s"
+    models: tuple[tuple[str, str], ...] = ()
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkloadSpec:
+    """``[workload]``: how requests arrive.
+
+    * ``poisson``: ``rate``;
+    * ``bursty``: a two-state Markov-modulated Poisson process, ``rate`` in the calm state and
+      ``burst_rate`` in the burst state, with exponential sojourns of mean ``calm_time`` and
+      ``burst_time``;
+    * ``diurnal``: ``rate x (1 + amplitude x sin(2 pi (t / period + phase)))``;
+    * ``closed``: ``clients`` that each send a request, wait for its answer (or rejection),
+      think for ``think_time`` and repeat;
+    * ``trace``: replay a file (`TraceSpec`).
+    """
+
+    kind: str = "poisson"
+    rate: float = 1.0
+    burst_rate: float = 0.0
+    calm_time: float = 60.0
+    burst_time: float = 10.0
+    amplitude: float = 0.5
+    period: float = 86_400.0
+    phase: float = 0.0
+    clients: int = 1
+    think_time: Distribution = field(default_factory=lambda: Distribution.exponential(5.0))
+    trace: TraceSpec | None = None
+
+    def scaled(self, factor: float) -> WorkloadSpec:
+        """The same workload with ``factor`` x the traffic (rates, clients or replay speed)."""
+        if self.kind == "closed":
+            return replace(self, clients=max(1, round(self.clients * factor)))
+        if self.kind == "trace" and self.trace is not None:
+            return replace(self, trace=replace(self.trace, speed=self.trace.speed * factor))
+        return replace(self, rate=self.rate * factor, burst_rate=self.burst_rate * factor)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderSpec:
+    """``[provider]``: how the provider serves a request on one key.
+
+    Latency = ``ttft`` + output tokens / ``tokens_per_second``, times a uniform jitter factor in
+    ``[1 - jitter, 1 + jitter]``; ``service`` (a distribution) replaces that formula when set.
+    ``concurrency`` slots per key (0 = unlimited) make requests queue at the provider.
+    ``rpm`` / ``tpm``: the provider's own per-key limits, answered with 429 and a
+    ``retry-after`` of the seconds until the window frees.
+    """
+
+    ttft: Distribution = field(default_factory=lambda: Distribution.constant(0.5))
+    tokens_per_second: float = 50.0
+    jitter: float = 0.1
+    service: Distribution | None = None
+    concurrency: int = 0
+    rpm: int | None = None
+    tpm: int | None = None
+    error_latency: float = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultSpec:
+    """``[[faults]]``: key ``key`` answers ``status`` with probability ``rate`` in [start, end)."""
+
+    key: str
+    status: int
+    rate: float = 1.0
+    start: float = 0.0
+    end: float = math.inf
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """A whole scenario file, checked.
+
+    ``duration`` is how long arrivals are generated (a trace ends earlier if it is shorter);
+    the run then drains the requests in flight. ``question`` is the file's leading comment.
+    """
+
+    name: str
+    source: str = "<scenario>"
+    question: str = ""
+    description: str = ""
+    seed: int = 1
+    duration: float = 600.0
+    max_requests: int | None = None
+    sample_interval: float | None = None
+    gateway: GatewaySpec = field(default_factory=GatewaySpec)
+    keys: tuple[KeySpec, ...] = (KeySpec(label="key"),)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    prices: PricesSpec = field(default_factory=PricesSpec)
+    requests: RequestSpec = field(default_factory=RequestSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    provider: ProviderSpec = field(default_factory=ProviderSpec)
+    faults: tuple[FaultSpec, ...] = ()
+
+    def key_labels(self) -> list[str]:
+        """Every key label after expanding ``count``."""
+        return [label for spec in self.keys for label in spec.labels()]
+
+    def with_policy(self, policy: str) -> Scenario:
+        """The same scenario under another gateway policy."""
+        return replace(self, gateway=replace(self.gateway, policy=policy))
+
+    def scaled(self, factor: float) -> Scenario:
+        """The same scenario with ``factor`` x the traffic."""
+        return replace(self, workload=self.workload.scaled(factor))
+
+    def with_key_count(self, count: int) -> Scenario:
+        """The same scenario with the first ``[[keys]]`` entry expanded to ``count`` keys."""
+        first = replace(self.keys[0], count=count)
+        return replace(self, keys=(first, *self.keys[1:]))
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Table:
+    """A TOML table being read: remembers which keys were used so leftovers are errors."""
+
+    def __init__(
+        self, data: object, source: str, prefix: str, allowed: tuple[str, ...] = ()
+    ) -> None:
+        if not isinstance(data, dict):
+            raise ScenarioError(source, prefix or "<root>", "a table", data)
+        self.data: dict[str, Any] = data
+        self.source = source
+        self.prefix = prefix
+        self.used: set[str] = set()
+        # Unknown keys first: a typo must be reported as such, not as the key it hides.
+        for key in data if allowed else ():
+            if key not in allowed:
+                raise self.error(key, "one of the keys " + ", ".join(allowed) + " (a typo?)",
+                                 data[key])
+
+    def path(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def error(self, key: str, expected: str, got: object) -> ScenarioError:
+        return ScenarioError(self.source, self.path(key), expected, got)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, parse: Callable[[object], T], expected: str, default: T) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        raw = self.data[key]
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise self.error(key, expected, raw) from exc
+
+    def required(self, key: str, parse: Callable[[object], T], expected: str) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            raise self.error(key, expected, "nothing (the key is missing)")
+        raw = self.data[key]
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise self.error(key, expected, raw) from exc
+
+    def sub(self, key: str, allowed: tuple[str, ...] = ()) -> _Table:
+        self.used.add(key)
+        return _Table(self.data.get(key, {}), self.source, self.path(key), allowed)
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise self.error(key, "no such key (a typo?)", self.data[key])
+
+
+def _int(minimum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if type(value) is not int or value < minimum:
+            raise ValueError(value)
+        return value
+
+    return parse
+
+
+def _float(minimum: float, *, strict: bool = False, maximum: float = math.inf) -> Callable[
+    [object], float
+]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(value)
+        number = float(value)
+        if not math.isfinite(number) or number < minimum or number > maximum:
+            raise ValueError(value)
+        if strict and number == minimum:
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _string(choices: tuple[str, ...] = ()) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(value)
+        if choices and value not in choices:
+            raise ValueError(value)
+        return value
+
+    return parse
+
+
+def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
+    def wrapped(value: object) -> T | None:
+        if value == "none":
+            return None
+        return parse(value)
+
+    return wrapped
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(value)
+    return seconds
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
+
+
+def _distribution(
+    table: _Table, key: str, default: Distribution, *, duration: bool
+) -> Distribution:
+    """A constant (number, or duration string) or a ``{ dist = ..., ... }`` table."""
+    table.used.add(key)
+    if key not in table.data:
+        return default
+    raw = table.data[key]
+    number = parse_duration if duration else _float(0.0)
+    unit = " (seconds or a duration)" if duration else ""
+    if not isinstance(raw, dict):
+        try:
+            return Distribution.constant(number(raw))
+        except ValueError:
+            expected = (
+                f"a number >= 0{unit} or a table like {{ dist = \"exponential\", mean = ... }}"
+            )
+            raise table.error(key, expected, raw) from None
+    sub = _Table(raw, table.source, table.path(key), ("dist", "mean", "low", "high", "cv"))
+    kind = sub.required("dist", _string(DISTRIBUTIONS), _one_of(DISTRIBUTIONS))
+    params: dict[str, float] = {}
+    needed = {"constant": ("mean",), "uniform": ("low", "high"), "exponential": ("mean",),
+              "lognormal": ("mean",)}[kind]
+    for name in ("mean", "low", "high"):
+        if name in needed:
+            params[name] = sub.required(name, number, f"a number >= 0{unit}")
+    if kind == "lognormal":
+        params["cv"] = sub.get("cv", _float(0.0), "a number >= 0", 1.0)
+    sub.finish()
+    try:
+        return Distribution(kind=kind, **params)
+    except ValueError as exc:
+        raise table.error(key, "a valid distribution", f"{raw} ({exc})") from None
+
+
+def _read_keys(root: _Table) -> tuple[KeySpec, ...]:
+    root.used.add("keys")
+    raw = root.data.get("keys")
+    if raw is None:
+        return (KeySpec(label="key"),)
+    if not isinstance(raw, list) or not raw:
+        raise root.error("keys", "a non-empty array of tables ([[keys]])", raw)
+    specs = []
+    for i, entry in enumerate(raw):
+        t = _Table(entry, root.source, f"keys[{i}]",
+                   ("label", "count", "rpm", "tpm", "tokens_per_minute"))
+        spec = KeySpec(
+            label=t.get("label", _string(), "a non-empty string", f"key{i + 1}"),
+            count=t.get("count", _int(1), "a positive integer", 1),
+            rpm=t.get("rpm", _int(1), "a positive integer", 500),
+            tpm=t.get("tpm", _int(1), "a positive integer", 90_000),
+            tokens_per_minute=t.get(
+                "tokens_per_minute", _optional(_int(1)), "a positive integer", None
+            ),
+        )
+        t.finish()
+        specs.append(spec)
+    labels = [label for spec in specs for label in spec.labels()]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise root.error("keys", "unique key labels", label)
+    return tuple(specs)
+
+
+def _read_trace(t: _Table, base: Path) -> TraceSpec:
+    path = t.required("path", _string(), "a path to a trace file")
+    resolved = Path(path) if Path(path).is_absolute() else (base / path)
+    fmt = t.get("format", _string(TRACE_FORMATS), _one_of(TRACE_FORMATS), "azure")
+    speed = t.get("speed", _float(0.0, strict=True), "a number > 0", 1.0)
+    columns = t.sub("columns")
+    column_map = {}
+    for name in list(columns.data):
+        column_map[name] = columns.get(name, _string(), "a column name", "")
+    allowed = ("time", "prompt_tokens", "output_tokens", "model")
+    for name in column_map:
+        if name not in allowed:
+            raise columns.error(name, "one of " + ", ".join(allowed), column_map[name])
+    if fmt in ("csv", "jsonl"):
+        for name in ("time", "prompt_tokens", "output_tokens"):
+            if name not in column_map:
+                raise columns.error(name, "the name of the trace's column for " + name, None)
+    time_unit = t.get("time_unit", _string(("s", "ms", "iso")), _one_of(("s", "ms", "iso")), "s")
+    models = t.sub("models")
+    model_map = {
+        name: models.get(name, _string(), "a model name", "") for name in list(models.data)
+    }
+    limit = t.get("limit", _optional(_int(1)), "a positive integer", None)
+    return TraceSpec(
+        path=resolved.resolve(),
+        format=fmt,
+        speed=speed,
+        columns=tuple(sorted(column_map.items())),
+        time_unit=time_unit,
+        models=tuple(sorted(model_map.items())),
+        limit=limit,
+    )
+
+
+def _read_workload(t: _Table, base: Path) -> WorkloadSpec:
+    kind = t.get("kind", _string(WORKLOADS), _one_of(WORKLOADS), "poisson")
+    default = WorkloadSpec()
+    rate_needed = kind in ("poisson", "bursty", "diurnal")
+    if rate_needed:
+        rate = t.required("rate", parse_rate, RATE_EXPECTED)
+    else:
+        rate = t.get("rate", parse_rate, RATE_EXPECTED, default.rate)
+    spec = WorkloadSpec(
+        kind=kind,
+        rate=rate,
+        burst_rate=(
+            t.required("burst_rate", parse_rate, RATE_EXPECTED)
+            if kind == "bursty"
+            else t.get("burst_rate", parse_rate, RATE_EXPECTED, 0.0)
+        ),
+        calm_time=t.get("calm_time", _positive_duration, DURATION_EXPECTED, default.calm_time),
+        burst_time=t.get("burst_time", _positive_duration, DURATION_EXPECTED, default.burst_time),
+        amplitude=t.get("amplitude", _float(0.0, maximum=1.0), "a number in [0, 1]", 0.5),
+        period=t.get("period", _positive_duration, DURATION_EXPECTED, default.period),
+        phase=t.get("phase", _float(0.0, maximum=1.0), "a fraction of the period in [0, 1]", 0.0),
+        clients=(
+            t.required("clients", _int(1), "a positive integer")
+            if kind == "closed"
+            else t.get("clients", _int(1), "a positive integer", 1)
+        ),
+        think_time=_distribution(t, "think_time", default.think_time, duration=True),
+        trace=_read_trace(t.sub("trace", ("path", "format", "speed", "columns", "time_unit",
+                                            "models", "limit")), base) if kind == "trace" else None,
+    )
+    if kind != "trace" and t.has("trace"):
+        raise t.error("trace", 'no [workload.trace] table unless kind = "trace"', t.data["trace"])
+    return spec
+
+
+def _read_faults(root: _Table, labels: list[str]) -> tuple[FaultSpec, ...]:
+    root.used.add("faults")
+    raw = root.data.get("faults", [])
+    if not isinstance(raw, list):
+        raise root.error("faults", "an array of tables ([[faults]])", raw)
+    faults = []
+    for i, entry in enumerate(raw):
+        t = _Table(entry, root.source, f"faults[{i}]",
+                   ("key", "status", "rate", "start", "end", "retry_after"))
+        key = t.required("key", _string(tuple(labels)), "a key label: " + _one_of(tuple(labels)))
+        fault = FaultSpec(
+            key=key,
+            status=t.required("status", _int(100), "an HTTP status code (100-599)"),
+            rate=t.get("rate", _float(0.0, maximum=1.0), "a probability in [0, 1]", 1.0),
+            start=t.get("start", parse_duration, DURATION_EXPECTED, 0.0),
+            end=t.get("end", parse_duration, DURATION_EXPECTED, math.inf),
+            retry_after=t.get("retry_after", _optional(parse_duration), DURATION_EXPECTED, None),
+        )
+        if fault.status > 599:
+            raise t.error("status", "an HTTP status code (100-599)", fault.status)
+        if fault.end <= fault.start:
+            raise t.error("end", f"a time after start ({fault.start:g}s)", t.data.get("end"))
+        t.finish()
+        faults.append(fault)
+    return tuple(faults)
+
+
+def _leading_comment(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        lines.append(stripped.lstrip("#").strip())
+    return "\n".join(lines).strip()
+
+
+def scenario_from_dict(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<scenario>",
+    base: Path | None = None,
+    name: str = "scenario",
+    question: str = "",
+) -> Scenario:
+    """Check a parsed scenario table and build the `Scenario`.
+
+    Relative trace paths resolve against ``base`` (the scenario file's directory).
+
+    Raises:
+        ScenarioError: a missing, unknown or invalid key (the message names the key path).
+    """
+    root = _Table(dict(data), source, "", (
+        "name", "description", "seed", "duration", "max_requests", "sample_interval", "gateway",
+        "keys", "budget", "prices", "requests", "workload", "provider", "faults",
+    ))
+    base = base or Path.cwd()
+    gw = root.sub("gateway", ("policy", "strategy", "attempt_cap", "breaker_threshold",
+                              "breaker_cooldown", "request_timeout"))
+    gateway = GatewaySpec(
+        policy=gw.get("policy", _string(_KNOWN_POLICIES), _one_of(_KNOWN_POLICIES),
+                      "omnillm-0.1.5"),
+        strategy=gw.get("strategy", _optional(_string(_STRATEGIES)), _one_of(_STRATEGIES), None),
+        attempt_cap=gw.get("attempt_cap", _int(0), "an integer >= 0", 5),
+        breaker_threshold=gw.get("breaker_threshold", _int(0), "an integer >= 0", 5),
+        breaker_cooldown=gw.get("breaker_cooldown", parse_duration, DURATION_EXPECTED, 30.0),
+        request_timeout=gw.get("request_timeout", _positive_duration, DURATION_EXPECTED, 120.0),
+    )
+    gw.finish()
+    keys = _read_keys(root)
+
+    bt = root.sub("budget", ("limit",))
+    budget = BudgetSpec(limit=bt.get("limit", parse_money, MONEY_EXPECTED, None))
+    bt.finish()
+
+    from omnillm_sim.pricing import CATALOGUES
+
+    pt = root.sub("prices", ("catalogue", "fallback", "overrides"))
+    cats = tuple(sorted(CATALOGUES))
+    prices = PricesSpec(
+        catalogue=pt.get("catalogue", _string(cats), _one_of(cats), "omnillm-0.1.5"),
+        fallback=pt.get("fallback", _optional(_string()), 'a model name or "none"',
+                        _DEFAULT_FALLBACK),
+        overrides=pt.get("overrides", _optional(_string()), "a path to a TOML price file", None),
+    )
+    if prices.overrides is not None and not Path(prices.overrides).is_absolute():
+        prices = replace(prices, overrides=str((base / prices.overrides).resolve()))
+    pt.finish()
+
+    rt = root.sub("requests", ("model", "prompt_tokens", "output_tokens", "max_output_tokens",
+                               "stream_fraction", "cancel_rate"))
+    dflt = RequestSpec()
+    requests = RequestSpec(
+        model=rt.get("model", _string(), "a model name", dflt.model),
+        prompt_tokens=_distribution(rt, "prompt_tokens", dflt.prompt_tokens, duration=False),
+        output_tokens=_distribution(rt, "output_tokens", dflt.output_tokens, duration=False),
+        max_output_tokens=rt.get("max_output_tokens", _int(1), "a positive integer", 1024),
+        stream_fraction=rt.get("stream_fraction", _float(0.0, maximum=1.0), "a fraction in [0, 1]",
+                               0.0),
+        cancel_rate=rt.get("cancel_rate", _float(0.0, maximum=1.0), "a fraction in [0, 1]", 0.0),
+    )
+    rt.finish()
+
+    wt = root.sub("workload", ("kind", "rate", "burst_rate", "calm_time", "burst_time",
+                               "amplitude", "period", "phase", "clients", "think_time", "trace"))
+    workload = _read_workload(wt, base)
+    wt.finish()
+
+    pv = root.sub("provider", ("ttft", "tokens_per_second", "jitter", "service", "concurrency",
+                               "rpm", "tpm", "error_latency"))
+    pdef = ProviderSpec()
+    provider = ProviderSpec(
+        ttft=_distribution(pv, "ttft", pdef.ttft, duration=True),
+        tokens_per_second=pv.get("tokens_per_second", _float(0.0, strict=True), "a number > 0",
+                                 pdef.tokens_per_second),
+        jitter=pv.get("jitter", _float(0.0, maximum=0.99), "a fraction in [0, 0.99]", pdef.jitter),
+        service=(
+            _distribution(pv, "service", Distribution.constant(0.0), duration=True)
+            if pv.has("service")
+            else None
+        ),
+        concurrency=pv.get("concurrency", _int(0), "an integer >= 0 (0 = unlimited)", 0),
+        rpm=pv.get("rpm", _optional(_int(1)), "a positive integer", None),
+        tpm=pv.get("tpm", _optional(_int(1)), "a positive integer", None),
+        error_latency=pv.get("error_latency", parse_duration, DURATION_EXPECTED, 0.2),
+    )
+    pv.used.add("service")
+    pv.finish()
+
+    faults = _read_faults(root, [label for spec in keys for label in spec.labels()])
+    scenario = Scenario(
+        name=root.get("name", _string(), "a non-empty string", name),
+        source=source,
+        question=question,
+        description=root.get("description", _string(), "a non-empty string", ""),
+        seed=root.get("seed", _int(0), "an integer >= 0", 1),
+        duration=root.get("duration", _positive_duration, DURATION_EXPECTED, 600.0),
+        max_requests=root.get("max_requests", _optional(_int(1)), "a positive integer", None),
+        sample_interval=root.get(
+            "sample_interval", _optional(_positive_duration), DURATION_EXPECTED, None
+        ),
+        gateway=gateway,
+        keys=keys,
+        budget=budget,
+        prices=prices,
+        requests=requests,
+        workload=workload,
+        provider=provider,
+        faults=faults,
+    )
+    root.finish()
+    return scenario
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: object, source: str) -> None:
+    parts = dotted.replace("[", ".").replace("]", "").split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(source, where, f"an index below {len(node)}", part)
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ScenarioError(source, where, "a table to set a key in", node)
+
+
+def coerce_literal(text: str) -> object:
+    """A command-line value as TOML would read it: ``4`` -> 4, ``0.5`` -> 0.5, else the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def scenario_from_text(
+    text: str,
+    *,
+    source: str = "<scenario>",
+    base: Path | None = None,
+    name: str = "scenario",
+    overrides: Mapping[str, object] | None = None,
+) -> Scenario:
+    """Parse, override and check the TOML text of a scenario (see `load_scenario`).
+
+    Raises:
+        ScenarioError: invalid TOML, or a bad or unknown key.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, "<toml>", "valid TOML", str(exc)) from None
+    for dotted, value in (overrides or {}).items():
+        _set_path(data, dotted, value, source)
+    return scenario_from_dict(
+        data, source=source, base=base, name=name, question=_leading_comment(text)
+    )
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, object] | None = None) -> Scenario:
+    """Read, override and check a scenario file.
+
+    ``overrides`` maps dotted key paths (``workload.rate``, ``keys.0.count``) to values applied
+    before checking, so they are validated like the file's own values. Relative paths inside
+    the file (traces, price overrides) are relative to the file's folder.
+
+    Raises:
+        ScenarioError: the file is missing, is not valid TOML, or has a bad or unknown key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(str(path), "<file>", "a readable scenario file", exc.strerror) from None
+    return scenario_from_text(
+        text, source=str(path), base=path.parent.resolve(), name=path.stem, overrides=overrides
+    )
