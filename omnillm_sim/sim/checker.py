@@ -7,6 +7,7 @@ settlement's charge) and compares it with the gateway's budget and keys:
 * I2 while no settlement has charged more than its estimate, ``used <= limit``;
 * I3 always ``used <= limit + underestimated``;
 * I4 every admission ends exactly once, and at the end nothing is open;
+* I5 a budget refusal happens only when ``used + estimate > limit`` at that moment;
 * K1 a key's in-flight tokens stay within ``[0, tpm]``;
 * K2 a key's RPM window never holds more than ``rpm`` admissions.
 
@@ -40,6 +41,7 @@ class InvariantChecker:
         self._finished: set[int] = set()
         self.findings: list[str] = []
         self._overshoot_seen = False
+        self._spurious: list[str] = []
 
     # -- ledger (called by the engine) ---------------------------------------------------
 
@@ -64,6 +66,19 @@ class InvariantChecker:
         self._charged += charged
         self._underestimated += max(charged - estimate, 0)
 
+    def refused(self, request_id: int, estimate: int | None) -> None:
+        """The gateway refused ``request_id`` for BUDGET; remember it if that was spurious (I5).
+
+        Called right after the refusal, while the budget is as the gateway saw it; the next
+        `check` raises with the event number.
+        """
+        stats = self._budget.stats()
+        if estimate is None or stats.used + estimate <= stats.limit:
+            self._spurious.append(
+                f"request {request_id} refused for BUDGET with estimate {estimate} µ$ although "
+                f"used {stats.used} + estimate <= limit {stats.limit}"
+            )
+
     # -- checks ------------------------------------------------------------------------------
 
     def _fail(self, invariant: str, event: int, now: float, detail: str, keys: Any = None) -> None:
@@ -86,6 +101,8 @@ class InvariantChecker:
         Raises:
             InvariantViolation: with the event number, time and state.
         """
+        if self._spurious:
+            self._fail("I5", event, now, self._spurious[0])
         stats = self._budget.stats()
         if stats.used != self._charged + self._open_sum:
             self._fail("I1", event, now, f"used {stats.used} != charged + open "

@@ -178,6 +178,9 @@ class _Run:
         if isinstance(decision, gw.Rejection):
             reason = decision.reason.name
             self.rejected[reason] += 1
+            if self.checker is not None and decision.reason is gw.RejectReason.BUDGET:
+                estimate = decision.estimate.cost if decision.estimate is not None else None
+                self.checker.refused(arrival.id, estimate)
             self.records.append(
                 RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,
                               "rejected", reason, None, None, env.now, None, None, "rejected")

@@ -190,3 +190,16 @@ def test_a_violation_stops_the_run(make_scenario: Make, csv_trace: Trace,
     assert info.value.invariant == "I1"
     assert "at t=5.000000s" in str(info.value)
     run(scenario, check=False)  # the same run without the checker completes
+
+
+def test_checker_flags_a_spurious_budget_refusal_as_i5() -> None:
+    budget = BudgetTracker.from_micros(1000)
+    checker = InvariantChecker(budget, {})
+    budget.try_reserve(600)
+    checker.admitted(1, 600)
+    checker.refused(2, 500)  # 600 + 500 > 1000: a legitimate refusal
+    checker.check(1, 1.0)
+    checker.refused(3, 400)  # 600 + 400 <= 1000: the gateway should have admitted it
+    with pytest.raises(InvariantViolation) as info:
+        checker.check(2, 2.0)
+    assert info.value.invariant == "I5" and "request 3" in str(info.value)
