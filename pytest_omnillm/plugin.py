@@ -1,4 +1,258 @@
 """pytest hooks of the omnillm budget plugin.
 
 Registered through the ``pytest11`` entry point ``omnillm``; disable with ``-p no:omnillm``.
+Module-level hooks add the options and register one `LLMBudgetPlugin` per run; every stateful
+hook is a method of that object. The logic lives in ``settings``, ``intercept``, ``adapters``,
+``session`` and ``report``.
 """
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.errors import ConfigError, OmniLLMError
+from pytest_omnillm import intercept
+from pytest_omnillm.report import render, summarise, write_json
+from pytest_omnillm.session import BudgetSession, SessionBudget, TestBudget
+from pytest_omnillm.settings import Settings, add_options, resolve
+
+__all__ = ["LLMBudgetPlugin", "llm_budget"]
+
+PLUGIN_NAME = "omnillm-budget"
+PLUGIN_KEY = pytest.StashKey["LLMBudgetPlugin"]()
+TEST_KEY = pytest.StashKey[TestBudget]()
+_LEDGER_INPUT = "omnillm_ledger"
+_OUTSIDE_OUTPUT = "omnillm_outside"
+_REPORT_ATTR = "omnillm_test"
+_FAILED_ATTR = "omnillm_failed"
+
+MARKERS = {
+    "llm_budget": 'llm_budget(usd): hard LLM budget in USD for this test, e.g. "0.05"; '
+    "llm_budget(None) lifts the per-test limit (pytest-omnillm)",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for text in MARKERS.values():
+        config.addinivalue_line("markers", text)
+    try:
+        settings = resolve(config)
+        plugin = LLMBudgetPlugin(config, settings)
+    except OmniLLMError as exc:
+        raise pytest.UsageError(f"pytest-omnillm: {exc}") from None
+    config.stash[PLUGIN_KEY] = plugin
+    config.pluginmanager.register(plugin, PLUGIN_NAME)
+
+
+@pytest.fixture
+def llm_budget(request: pytest.FixtureRequest) -> BudgetTracker:
+    """The test's LLM budget: the same `BudgetTracker` the plugin charges intercepted calls to.
+
+    Use it directly for LLM calls the plugin cannot see (other clients)::
+
+        with llm_budget.reserve(20_000) as r:   # micro-dollars
+            r.settle(cost)
+    """
+    test = request.node.stash.get(TEST_KEY, None)
+    if test is None:
+        raise pytest.UsageError("llm_budget is only available inside a test")
+    return test.tracker
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class LLMBudgetPlugin:
+    """The plugin's state for one run: settings, the budget session, collected records."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        from omnillm_sim.pricing import catalogue
+
+        self.config = config
+        self.settings = settings
+        self.prices = catalogue(
+            "current", overrides=settings.prices, fallback=settings.fallback_model
+        )
+        self.ledger: Any = None
+        self._ledger_dir: str | None = None
+        session_budget: SessionBudget
+        worker_input = getattr(config, "workerinput", {})
+        limit = settings.session_budget.micros
+        if _LEDGER_INPUT in worker_input:
+            from omnillm_sim.ledger import Ledger
+
+            self.ledger = Ledger(
+                worker_input[_LEDGER_INPUT],
+                limit=limit,
+                owner=f"{worker_input.get('workerid', 'worker')}:pid:{os.getpid()}",
+                name="session LLM budget",
+            )
+            session_budget = self.ledger
+        elif limit is not None:
+            session_budget = BudgetTracker.from_micros(limit, name="session LLM budget")
+        else:
+            session_budget = BudgetTracker.unlimited(name="session LLM budget")
+        self.session = BudgetSession(
+            prices=self.prices,
+            default_max_output=settings.default_max_output,
+            session_budget=session_budget,
+            session_source=settings.session_budget.source,
+            enforce=settings.budget.micros is not None or limit is not None,
+            worker=worker_input.get("workerid", ""),
+        )
+        self.tests: list[dict[str, Any]] = []
+        self.outside: list[dict[str, Any]] = []
+        intercept.push_handler(self.session)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: share one SQLite ledger with every worker for the session budget."""
+        limit = self.settings.session_budget.micros
+        if limit is None:
+            return
+        if self.ledger is None:
+            from omnillm_sim.ledger import Ledger
+
+            self._ledger_dir = tempfile.mkdtemp(prefix="pytest-omnillm-")
+            path = os.path.join(self._ledger_dir, "session-ledger.sqlite")
+            self.ledger = Ledger(path, limit=limit, owner="controller", name="session LLM budget")
+        node.workerinput[_LEDGER_INPUT] = self.ledger.path
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: collect requests a worker made outside any test."""
+        self.outside.extend(getattr(node, "workeroutput", {}).get(_OUTSIDE_OUTPUT, []))
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Validate every ``llm_budget`` marker now, so a bad value fails before any test."""
+        errors = []
+        for item in items:
+            try:
+                item.stash[_SETTINGS_KEY] = self.settings.for_test(item)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise pytest.UsageError("pytest-omnillm: " + "\n".join(errors))
+
+    # -- running tests -------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        settings = item.stash.get(_SETTINGS_KEY, None) or self.settings.for_test(item)
+        item.stash[TEST_KEY] = self.session.begin_test(item.nodeid, settings.budget)
+        try:
+            return (yield)
+        finally:
+            self.session.current = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        test = item.stash.get(TEST_KEY, None)
+        if test is None:
+            return report
+        if call.when == "teardown":
+            self.session.end_test(test)
+            setattr(report, _REPORT_ATTR, _test_record(test))
+        problems = test.unreported()
+        if problems:
+            text = "\n".join(problems)
+            setattr(report, _FAILED_ATTR, True)
+            if report.passed:
+                report.outcome = "failed"
+                report.longrepr = text
+            else:
+                report.sections.append(("LLM budget", text))
+        return report
+
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport, config: pytest.Config
+    ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+        if getattr(report, _FAILED_ATTR, False) and report.failed:
+            return "failed", "B", ("LLM BUDGET", {"red": True})
+        return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, _REPORT_ATTR, None)
+        if record is not None:
+            self.tests.append(record)
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _summary(self) -> Any:
+        ledger = None
+        if self.ledger is not None:
+            ledger = dataclasses.asdict(self.ledger.stats())
+        outside = self.outside + [r.as_dict() for r in self.session.outside]
+        return summarise(
+            self.tests,
+            outside,
+            session_limit=self.settings.session_budget.micros,
+            session_source=self.settings.session_budget.source,
+            ledger=ledger,
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if _is_worker(self.config):
+            workeroutput = getattr(self.config, "workeroutput", {})
+            workeroutput[_OUTSIDE_OUTPUT] = [r.as_dict() for r in self.session.outside]
+            return
+        path = self.settings.report
+        if path is not None:
+            write_json(self._summary(), path)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if _is_worker(self.config) or self.settings.summary == 0:
+            return
+        summary = self._summary()
+        if not summary.requests and not any(t["limit"] is not None for t in summary.tests):
+            return
+        terminalreporter.write_sep("=", "LLM budget")
+        for line in render(summary, self.settings.summary):
+            terminalreporter.write_line(line)
+        if self.settings.report is not None:
+            terminalreporter.write_line(f"JSON report: {self.settings.report}")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        intercept.pop_handler(self.session)
+        if self.ledger is not None:
+            self.ledger.close()
+        if self._ledger_dir is not None:
+            shutil.rmtree(self._ledger_dir, ignore_errors=True)
+
+
+_SETTINGS_KEY = pytest.StashKey[Settings]()
+
+
+def _test_record(test: TestBudget) -> dict[str, Any]:
+    stats = test.tracker.stats()
+    return {
+        "nodeid": test.nodeid,
+        "limit": test.budget.micros,
+        "limit_source": test.budget.source,
+        "spent": stats.spent,
+        "used": stats.used,
+        "overshoot": stats.overshoot,
+        "requests": [r.as_dict() for r in test.requests],
+        "problems": list(test.problems),
+    }

@@ -1,0 +1,303 @@
+"""Property-check any budget tracker with the seed API against invariants I1-I5.
+
+`check_tracker(factory)` runs `SeedTrackerMachine`, a Hypothesis state machine, against
+trackers built by ``factory(limit_usd)`` that offer omnillm's seed API:
+``try_reserve(est) -> bool``, ``settle(est, actual)``, ``used_usd()`` and ``limit_usd()``
+(amounts in integer micro-dollars, readings in USD floats).
+
+Sequential rules reserve and settle against a model of the tracker. The ``concurrent_*``
+rules run two operations at once in real threads, interleaved line by line by a `Stepper`
+under a schedule Hypothesis draws (and shrinks), so a check-then-act tracker — correct when
+called sequentially — fails deterministically with a short schedule. The concurrent results
+must equal those of *some* sequential order (linearizability of the pair). Invariants after
+every step (DESIGN.md section 4):
+
+* I1 ``used`` equals settled actuals plus open estimates (the model's ``used``);
+* I2 with no actual above its estimate, ``used <= limit``;
+* I3 always ``used <= limit + underestimated``;
+* I4 at the end every reservation is settled and ``used`` equals the settled actuals;
+* I5 ``try_reserve`` refuses only when ``used + est > limit``.
+
+Example::
+
+    from pytest_omnillm import check_tracker
+    from omnillm_sim import BudgetTracker
+
+    def test_my_tracker():
+        check_tracker(BudgetTracker)          # or any factory: lambda usd: MyTracker(usd)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from omnillm_sim.errors import InvariantViolation
+from omnillm_sim.money import usd_to_micro
+from omnillm_sim.verify.machines import amounts
+from omnillm_sim.verify.stepper import Stepper, code_objects_of
+
+__all__ = ["SeedTrackerMachine", "check_tracker"]
+
+schedules = st.lists(st.integers(min_value=0, max_value=1), max_size=64)
+"""Scheduling choices for two threads (see `Stepper`); they shrink towards sequential runs."""
+
+limits = st.integers(min_value=0, max_value=3_000_000)
+shares = st.one_of(st.just(100), st.integers(min_value=0, max_value=150))
+"""An estimate as a percentage of the room left under the limit: races only matter when two
+requests fit alone but not together, so many draws land near that boundary."""
+actual_shares = st.integers(min_value=0, max_value=130)
+"""A settled actual as a percentage of its estimate (above 100: an underestimate)."""
+
+
+def _micros(reading: object, what: str) -> int:
+    try:
+        return usd_to_micro(reading, name=what)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvariantViolation("I1", f"{what} returned {reading!r}: {exc}") from None
+
+
+class SeedTrackerMachine(RuleBasedStateMachine):
+    """A user tracker (built by ``factory``) against a sequential model of the seed API."""
+
+    factory: Callable[[float], Any]
+    reservations = Bundle("reservations")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracker: Any = None
+        self.limit = 0
+        self.open: list[int] = []  # estimates of open reservations (a multiset)
+        self.spent = 0
+        self.underestimated = 0
+        self._ids = itertools.count()
+
+    # -- model ------------------------------------------------------------------------------
+
+    def model_used(self) -> int:
+        return self.spent + sum(self.open)
+
+    def used(self) -> int:
+        return _micros(self.tracker.used_usd(), "used_usd()")
+
+    def _settle_model(self, est: int, actual: int) -> None:
+        self.open.remove(est)
+        self.spent += actual
+        self.underestimated += max(actual - est, 0)
+
+    # -- rules --------------------------------------------------------------------------------
+
+    @initialize(limit=limits)
+    def create(self, limit: int) -> None:
+        with Stepper.locks():
+            self.tracker = type(self).factory(limit / 1_000_000)
+        self.limit = _micros(self.tracker.limit_usd(), "limit_usd()")
+        if self.limit != limit:
+            raise InvariantViolation(
+                "I1", f"factory({limit / 1_000_000!r}) made a tracker with limit {self.limit} µ$"
+            )
+
+    @rule(target=reservations, est=amounts)
+    def try_reserve(self, est: int) -> object:
+        fits = self.model_used() + est <= self.limit
+        got = self.tracker.try_reserve(est)
+        if got and not fits:
+            raise InvariantViolation(
+                "I2",
+                f"try_reserve({est}) admitted with used={self.model_used()}, limit={self.limit}",
+            )
+        if fits and not got:
+            raise InvariantViolation(
+                "I5",
+                f"try_reserve({est}) refused with used={self.model_used()}, limit={self.limit}",
+            )
+        if not got:
+            return multiple()
+        self.open.append(est)
+        return est
+
+    @rule(target=reservations, percent=shares)
+    def try_reserve_share(self, percent: int) -> object:
+        """``try_reserve`` of ``percent`` of the room left."""
+        return self.try_reserve(self._share(percent))
+
+    @rule(est=consumes(reservations), actual=amounts)
+    def settle(self, est: int, actual: int) -> None:
+        self.tracker.settle(est, actual)
+        self._settle_model(est, actual)
+
+    @rule(est=consumes(reservations), actual_percent=actual_shares)
+    def settle_share(self, est: int, actual_percent: int) -> None:
+        """``settle`` at ``actual_percent`` of the estimate."""
+        actual = est * actual_percent // 100
+        self.tracker.settle(est, actual)
+        self._settle_model(est, actual)
+
+    def _share(self, percent: int) -> int:
+        room = max(self.limit - self.model_used(), 0)
+        return room * percent // 100
+
+    @rule(target=reservations, a_percent=shares, b_percent=shares, schedule=schedules)
+    def concurrent_reserves(self, a_percent: int, b_percent: int, schedule: list[int]) -> object:
+        """Two ``try_reserve`` calls at once, of a/b percent of the room left."""
+        a, b = self._share(a_percent), self._share(b_percent)
+        stepper = Stepper(code_objects_of(type(self.tracker)), schedule)
+        outcomes = stepper.run(
+            [lambda: self.tracker.try_reserve(a), lambda: self.tracker.try_reserve(b)]
+        )
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+        got = (outcomes[0].value, outcomes[1].value)
+        used = self.used()
+        orders = []
+        for first, second in ((0, 1), (1, 0)):
+            amounts_ = (a, b)
+            admitted = [False, False]
+            total = self.model_used()
+            for i in (first, second):
+                if total + amounts_[i] <= self.limit:
+                    admitted[i] = True
+                    total += amounts_[i]
+            orders.append((tuple(admitted), total))
+        if not any(got == admitted and used == total for admitted, total in orders):
+            over = used > self.limit and self.underestimated == 0
+            raise InvariantViolation(
+                "I2" if over else "I5",
+                f"concurrent try_reserve({a}) and try_reserve({b}) from used="
+                f"{self.model_used()}, limit={self.limit} returned {got} and left used={used}; "
+                f"no sequential order does that (interleaving {stepper.describe()})",
+            )
+        result = [est for est, ok in zip((a, b), got, strict=True) if ok]
+        self.open.extend(result)
+        return multiple(*result)
+
+    @rule(
+        target=reservations,
+        est=consumes(reservations),
+        actual_percent=actual_shares,
+        other_percent=shares,
+        schedule=schedules,
+    )
+    def concurrent_settle_and_reserve(
+        self, est: int, actual_percent: int, other_percent: int, schedule: list[int]
+    ) -> object:
+        """``settle`` (at actual_percent of est) and ``try_reserve`` (other_percent of the
+        room) at once."""
+        actual = est * actual_percent // 100
+        other = self._share(other_percent)
+        stepper = Stepper(code_objects_of(type(self.tracker)), schedule)
+        outcomes = stepper.run(
+            [lambda: self.tracker.settle(est, actual), lambda: self.tracker.try_reserve(other)]
+        )
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+        got = outcomes[1].value
+        used = self.used()
+        before = self.model_used()
+        after_settle = before - est + actual
+        possible = {
+            (
+                before + other <= self.limit,
+                after_settle + (other if before + other <= self.limit else 0),
+            ),
+            (
+                after_settle + other <= self.limit,
+                after_settle + (other if after_settle + other <= self.limit else 0),
+            ),
+        }
+        if (got, used) not in possible:
+            raise InvariantViolation(
+                "I1",
+                f"concurrent settle({est}, {actual}) and try_reserve({other}) from used={before}, "
+                f"limit={self.limit} returned {got} and left used={used}; no sequential order "
+                f"does that (interleaving {stepper.describe()})",
+            )
+        self._settle_model(est, actual)
+        if got:
+            self.open.append(other)
+            return other
+        return multiple()
+
+    # -- invariants ---------------------------------------------------------------------------
+
+    @invariant()
+    def budget_invariants(self) -> None:
+        if self.tracker is None:
+            return
+        used = self.used()
+        if used != self.model_used():
+            raise InvariantViolation(
+                "I1",
+                f"used={used} but settled {self.spent} + open {sum(self.open)} = "
+                f"{self.model_used()}",
+            )
+        if self.underestimated == 0 and used > self.limit:
+            raise InvariantViolation("I2", f"used={used} > limit={self.limit}")
+        if used > self.limit + self.underestimated:
+            raise InvariantViolation(
+                "I3", f"used={used} > limit={self.limit} + underestimated={self.underestimated}"
+            )
+
+    def teardown(self) -> None:
+        if self.tracker is None or self.used() != self.model_used():
+            return  # an earlier step failed; Hypothesis is reporting that failure
+        for est in list(self.open):
+            self.tracker.settle(est, est)
+            self._settle_model(est, est)
+        used = self.used()
+        if used != self.spent:
+            raise InvariantViolation(
+                "I4", f"after settling every reservation used={used} != settled {self.spent}"
+            )
+
+
+def check_tracker(
+    factory: Callable[[float], Any],
+    *,
+    max_examples: int = 100,
+    stateful_step_count: int = 20,
+    derandomize: bool = True,
+) -> None:
+    """Property-check trackers made by ``factory(limit_usd)`` against invariants I1-I5.
+
+    Deterministic by default (``derandomize=True``, no example database): a failure shows the
+    same shrunk counter-example, with its thread interleaving, on every run.
+
+    Raises:
+        InvariantViolation: (an ``AssertionError``) the first invariant that failed; Hypothesis
+            adds the shrunk sequence of steps to its notes.
+        Exception: whatever the tracker raised.
+    """
+    machine = type(
+        "CheckTrackerMachine",
+        (SeedTrackerMachine,),
+        {"factory": staticmethod(factory)},
+    )
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=stateful_step_count,
+            derandomize=derandomize,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+        ),
+    )

@@ -1,0 +1,490 @@
+"""Budget logic of the plugin: per-test and session budgets, request flights, records, checks.
+
+`BudgetSession` is the interception `Handler`: for every LLM request it estimates the worst
+case with the ``upper-bound`` estimator, reserves it on the current test's `BudgetTracker` and
+on the session budget (a `BudgetTracker`, or the shared `Ledger` under pytest-xdist), and
+either refuses the request (raising `LLMBudgetExceeded`; nothing is sent) or lets it go and
+settles both reservations when the response's usage arrives:
+
+* a 2xx response with usage: settled at its real cost (``status="ok"``);
+* an error status: released, providers do not bill errors (``"http-error"``);
+* a connection that failed before sending: released (``"failed"``);
+* anything else that ends without usage (no usage chunk in a stream, a body we cannot parse,
+  a read error after sending, still open at teardown): the reservation is kept, i.e. charged
+  at its estimate (``"no-usage"`` / ``"unparsed"`` / ``"failed"``).
+
+With no budget anywhere, trackers are unlimited and nothing is refused; a model missing from
+the price table is then reported as ``"unpriced"`` (never silently $0). With a budget, such a
+request is refused (`LLMUnknownModel`) unless a fallback model prices it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from omnillm_sim.budget import BudgetStats, BudgetTracker
+from omnillm_sim.errors import (
+    BudgetExceeded,
+    InvalidValueError,
+    InvariantViolation,
+    UnknownModelError,
+)
+from omnillm_sim.estimate import Estimate, Estimator, get_estimator
+from omnillm_sim.money import MicroDollar, format_usd
+from omnillm_sim.pricing import PriceTable, Usage
+from omnillm_sim.verify.machines import check_budget_invariants
+from pytest_omnillm.adapters import UsageParseError, UsageReader, parse_request
+from pytest_omnillm.intercept import RequestInfo
+from pytest_omnillm.settings import Budget
+
+__all__ = [
+    "BudgetSession",
+    "LLMBudgetExceeded",
+    "LLMUnknownModel",
+    "RequestRecord",
+    "TestBudget",
+]
+
+OUTSIDE_TESTS = "<outside tests>"
+
+
+class LLMBudgetExceeded(BudgetExceeded):
+    """An LLM request was refused before it was sent: it would exceed a test or session budget.
+
+    Attributes (besides `BudgetExceeded`'s ``requested``, ``available``, ``limit``): ``test``
+    (node id), ``scope`` (``"test"`` or ``"session"``), ``model``, ``used`` (µ$ already used).
+    """
+
+    def __init__(
+        self,
+        *,
+        test: str,
+        scope: str,
+        model: str,
+        requested: MicroDollar,
+        available: MicroDollar,
+        limit: MicroDollar,
+        used: MicroDollar,
+        source: str,
+    ) -> None:
+        super().__init__(requested, available, limit, what=f"{scope} LLM budget")
+        self.test = test
+        self.scope = scope
+        self.model = model
+        self.used = used
+        self.args = (
+            f"LLM {scope} budget exceeded in {test}: request to {model} estimated at "
+            f"{format_usd(requested)}, but the {scope} limit is {format_usd(limit)} "
+            f"({source}) and {format_usd(used)} is already spent",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class LLMUnknownModel(UnknownModelError):
+    """An LLM request names a model without a price: refused, because a budget is set."""
+
+    def __init__(self, model: str, catalogue: str, test: str) -> None:
+        super().__init__(
+            model,
+            catalogue,
+            "the request was refused; add its price with --llm-prices FILE or price unknown "
+            "models as another with --llm-fallback-model MODEL",
+        )
+        self.test = test
+        self.args = (f"in {test}: {self.args[0]}",)
+
+
+_sdk_classes: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+
+
+def _for_sdk(error_cls: type[BaseException]) -> type[BaseException]:
+    # The Anthropic SDK wraps any exception from its HTTP client in APIConnectionError and
+    # retries it (sleeping between attempts), except its own AnthropicError. Mixing that base
+    # in makes a refusal reach the application at once, as itself, with no retry.
+    anthropic = sys.modules.get("anthropic")
+    base = getattr(anthropic, "AnthropicError", None)
+    if not isinstance(base, type) or not issubclass(base, BaseException):
+        return error_cls
+    key = (error_cls, base)
+    if key not in _sdk_classes:
+        _sdk_classes[key] = type(
+            error_cls.__name__, (error_cls, base), {"__module__": error_cls.__module__}
+        )
+    return _sdk_classes[key]
+
+
+class _Handle(Protocol):
+    def settle(self, actual: MicroDollar) -> None: ...
+    def release(self) -> None: ...
+
+
+class SessionBudget(Protocol):
+    """What the session budget offers: a `BudgetTracker` or an `omnillm_sim.ledger.Ledger`."""
+
+    @property
+    def limit(self) -> MicroDollar: ...
+    def reserve(self, estimated: MicroDollar, *, label: str = "") -> Any: ...
+    def stats(self) -> BudgetStats: ...
+
+
+@dataclass
+class RequestRecord:
+    """One intercepted request, as it appears in the JSON report (amounts in µ$)."""
+
+    seq: int
+    test: str
+    endpoint: str
+    url: str
+    model: str | None
+    stream: bool
+    status: str = "open"
+    estimate: MicroDollar | None = None
+    bounded: bool | None = None
+    actual: MicroDollar | None = None
+    charged: MicroDollar = 0
+    tokens: dict[str, int] | None = None
+    http_status: int | None = None
+    available: MicroDollar | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class TestBudget:
+    """One test's tracker, its requests and the problems that will fail it."""
+
+    nodeid: str
+    budget: Budget
+    tracker: BudgetTracker
+    requests: list[RequestRecord] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    reported: int = 0  # problems already attached to a report
+    flights: list[_Flight] = field(default_factory=list)
+
+    def unreported(self) -> list[str]:
+        """Problems not yet attached to a report (and mark them attached)."""
+        fresh = self.problems[self.reported :]
+        self.reported = len(self.problems)
+        return fresh
+
+
+class BudgetSession:
+    """The interception handler of one pytest run (one per process)."""
+
+    def __init__(
+        self,
+        *,
+        prices: PriceTable,
+        default_max_output: int,
+        session_budget: SessionBudget,
+        session_source: str,
+        enforce: bool,
+        worker: str = "",
+    ) -> None:
+        self.prices = prices
+        self.estimator: Estimator = get_estimator(
+            "upper-bound", default_max_output=default_max_output
+        )
+        self.default_max_output = default_max_output
+        self.session_budget = session_budget
+        self.session_source = session_source
+        self.enforce = enforce  # some budget is configured: refuse unknown models
+        self.worker = worker
+        self.current: TestBudget | None = None
+        self.outside: list[RequestRecord] = []
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- tests ------------------------------------------------------------------------------
+
+    def begin_test(self, nodeid: str, budget: Budget) -> TestBudget:
+        """Start a test: its tracker takes the test's limit (unlimited without one)."""
+        if budget.micros is None:
+            tracker = BudgetTracker.unlimited(name=f"LLM budget of {nodeid}")
+        else:
+            tracker = BudgetTracker.from_micros(budget.micros, name=f"LLM budget of {nodeid}")
+        test = TestBudget(nodeid, budget, tracker)
+        self.current = test
+        return test
+
+    def end_test(self, test: TestBudget) -> None:
+        """Close the test's open flights (charged at their estimates), then check I1-I5."""
+        for flight in list(test.flights):
+            flight.close_at_teardown()
+        if self.current is test:
+            self.current = None
+        test.problems.extend(check_test(test))
+
+    # -- the handler --------------------------------------------------------------------------
+
+    def start(self, info: RequestInfo) -> _Flight | None:
+        """Estimate and reserve, or refuse by raising; see the module docstring."""
+        test = self.current
+        nodeid = test.nodeid if test is not None else OUTSIDE_TESTS
+        parsed = parse_request(info.endpoint, info.body)
+        record = RequestRecord(
+            seq=next(self._seq),
+            test=nodeid,
+            endpoint=info.endpoint.name,
+            url=info.url,
+            model=parsed.model,
+            stream=parsed.stream,
+        )
+        self._add(test, record)
+        if parsed.estimate_request is None:
+            record.status = "unpriced"
+            record.detail = "request body has no model (not JSON, or no 'model' field)"
+            return None
+        try:
+            estimate = self.estimator.estimate(parsed.estimate_request, self.prices)
+        except UnknownModelError as exc:
+            if self.enforce:
+                record.status = "unknown-model"
+                record.detail = str(exc)
+                error = _for_sdk(LLMUnknownModel)(parsed.model, self.prices.name, nodeid)
+                if test is not None:
+                    test.problems.append(str(error))
+                raise error from None
+            record.status = "unpriced"
+            record.detail = f"model {parsed.model!r} has no price: not counted"
+            return None
+        record.estimate = estimate.cost
+        record.bounded = estimate.bounded
+        label = f"#{record.seq} {parsed.model}"
+        tracker = test.tracker if test is not None else None
+        test_handle: _Handle | None = None
+        if tracker is not None:
+            try:
+                test_handle = tracker.reserve(estimate.cost, label=label)
+            except BudgetExceeded as exc:
+                raise self._refuse(
+                    record, test, "test", exc, test.budget.source, tracker.used
+                ) from None
+        try:
+            session_handle = self.session_budget.reserve(estimate.cost, label=label)
+        except BudgetExceeded as exc:
+            if test_handle is not None:
+                test_handle.release()
+            used = self.session_budget.stats().used
+            raise self._refuse(record, test, "session", exc, self.session_source, used) from None
+        flight = _Flight(self, test, record, info, estimate, test_handle, session_handle)
+        if test is not None:
+            test.flights.append(flight)
+        return flight
+
+    def _add(self, test: TestBudget | None, record: RequestRecord) -> None:
+        with self._lock:
+            (test.requests if test is not None else self.outside).append(record)
+
+    def _refuse(
+        self,
+        record: RequestRecord,
+        test: TestBudget | None,
+        scope: str,
+        exc: BudgetExceeded,
+        source: str,
+        used: MicroDollar,
+    ) -> BaseException:
+        record.status = "refused"
+        record.detail = f"{scope} budget"
+        record.available = exc.available
+        assert record.estimate is not None
+        error = _for_sdk(LLMBudgetExceeded)(
+            test=record.test,
+            scope=scope,
+            model=record.model or "?",
+            requested=record.estimate,
+            available=exc.available,
+            limit=exc.limit,
+            used=used,
+            source=source,
+        )
+        if test is not None:
+            test.problems.append(str(error))
+        return error
+
+
+class _Flight:
+    """One admitted request: its reservations, its record and its response reader."""
+
+    def __init__(
+        self,
+        session: BudgetSession,
+        test: TestBudget | None,
+        record: RequestRecord,
+        info: RequestInfo,
+        estimate: Estimate,
+        test_handle: _Handle | None,
+        session_handle: _Handle,
+    ) -> None:
+        self._session = session
+        self._test = test
+        self.record = record
+        self._endpoint = info.endpoint
+        self._estimate = estimate
+        self._handles = [h for h in (test_handle, session_handle) if h is not None]
+        self._reader: UsageReader | None = None
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def _end(self, status: str, actual: MicroDollar | None, detail: str = "") -> None:
+        """Settle (``actual``) or release (``None`` with status http-error/failed) once."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        record = self.record
+        record.status = status
+        record.detail = detail or record.detail
+        for handle in self._handles:
+            if actual is None:
+                handle.release()
+            else:
+                handle.settle(actual)
+        record.charged = actual or 0
+        if self._test is not None and self in self._test.flights:
+            self._test.flights.remove(self)
+
+    def _keep(self, status: str, detail: str) -> None:
+        self._end(status, self._estimate.cost, detail)
+
+    # -- Flight protocol (never raises) -------------------------------------------------------
+
+    def failed(self, exc: BaseException, *, sent: bool) -> None:
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        if sent:
+            self._keep("failed", f"{detail} (may have been billed: charged at the estimate)")
+        else:
+            self._end("failed", None, f"{detail} (never sent: released)")
+
+    def response(self, status: int, content_type: str, content_encoding: str) -> bool:
+        self.record.http_status = status
+        if status >= 400:
+            self._end("http-error", None, f"HTTP {status}: released (errors are not billed)")
+            return False
+        self._reader = UsageReader(self._endpoint, content_type, content_encoding)
+        return True
+
+    def chunk(self, data: bytes) -> None:
+        if self._reader is not None and not self._ended:
+            self._reader.feed(data)
+
+    def done(self) -> None:
+        if self._ended:
+            return
+        try:
+            self._settle_from_body()
+        except Exception as exc:  # never break the application's call
+            self._keep("unparsed", f"plugin error {type(exc).__name__}: {exc}")
+
+    def _settle_from_body(self) -> None:
+        reader = self._reader
+        if reader is None:
+            self._keep("no-usage", "no response body")
+            return
+        try:
+            usage = reader.finish()
+        except (UsageParseError, InvalidValueError) as exc:
+            self._keep("unparsed", f"{exc} (reservation kept: charged at the estimate)")
+            return
+        if usage is None:
+            why = "stream ended without usage" if reader.sse else "response has no usage"
+            if reader.stream_error:
+                why += f" (stream error: {reader.stream_error})"
+            hint = ""
+            if reader.sse and self.record.endpoint == "openai/chat":
+                hint = "; pass stream_options={'include_usage': True} to get it"
+            self._keep("no-usage", f"{why}{hint} (reservation kept: charged at the estimate)")
+            return
+        model = self.record.model
+        assert model is not None
+        self.record.tokens = _tokens(usage)
+        actual = self._session.prices.cost(model, usage)
+        self.record.actual = actual
+        self._end("ok", actual)
+
+    def close_at_teardown(self) -> None:
+        if self._reader is not None and not self._ended:
+            self._keep("no-usage", "response still unread at teardown (charged at the estimate)")
+        else:
+            self._keep("no-usage", "no response by teardown (charged at the estimate)")
+
+
+def _tokens(usage: Usage) -> dict[str, int]:
+    return {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cache_read": usage.cache_read_tokens,
+        "cache_write": usage.cache_write_tokens,
+        "cache_write_1h": usage.cache_write_1h_tokens,
+    }
+
+
+def check_test(test: TestBudget) -> list[str]:
+    """Check the test's tracker against I1-I5 at teardown; a list of failure messages.
+
+    An overshoot (``used`` went above the limit because a request cost more than its
+    estimate) names every request whose actual cost exceeded its estimate, and by how much.
+    """
+    problems: list[str] = []
+    s = test.tracker.stats()
+    try:
+        check_budget_invariants(
+            used=s.used,
+            limit=s.limit,
+            spent=s.spent,
+            open_reserved=s.open_reserved,
+            underestimated=s.underestimated,
+            all_within_estimate=s.underestimated == 0,
+        )
+    except InvariantViolation as exc:
+        problems.append(f"{test.nodeid}: {exc}")
+    if s.open_count:
+        problems.append(
+            f"{test.nodeid}: invariant I4 violated: {s.open_count} reservation(s) of "
+            f"{format_usd(s.open_reserved)} still open at teardown (settle or release every "
+            "reservation made on llm_budget)"
+        )
+    for r in test.requests:
+        if r.status == "refused" and r.detail == "test budget":
+            assert r.estimate is not None and r.available is not None
+            if r.estimate <= r.available:
+                problems.append(
+                    f"{test.nodeid}: invariant I5 violated: request #{r.seq} refused although "
+                    f"its estimate {r.estimate} µ$ fitted the {r.available} µ$ available"
+                )
+    if s.overshoot > 0:
+        culprits = [
+            r
+            for r in test.requests
+            if r.actual is not None and r.estimate is not None and r.actual > r.estimate
+        ]
+        lines = [
+            f"{test.nodeid}: LLM spend went {format_usd(s.overshoot)} over the test limit "
+            f"{format_usd(s.limit)} (peak {format_usd(s.peak_used)}): a provider reported more "
+            "usage than the request's upper bound"
+        ]
+        for r in culprits:
+            assert r.actual is not None and r.estimate is not None
+            why = (
+                ""
+                if r.bounded
+                else " (the request had no output bound: estimated with the default bound; "
+                "set max_tokens)"
+            )
+            lines.append(
+                f"  request #{r.seq} to {r.model} ({r.endpoint}): actual {format_usd(r.actual)} "
+                f"exceeded its estimate {format_usd(r.estimate)} by "
+                f"{format_usd(r.actual - r.estimate)}{why}"
+            )
+        problems.append("\n".join(lines))
+    return problems

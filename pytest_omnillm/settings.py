@@ -1,0 +1,235 @@
+"""The plugin's settings: one frozen record, resolved once per test, every value validated once.
+
+Precedence for the per-test budget: ``@pytest.mark.llm_budget`` > ``--llm-budget`` >
+``PYTEST_LLM_BUDGET`` > ini ``llm_budget`` > none (report spend only). The other settings
+come from their option, else their ini key, else the default. Every value goes through one
+parser that names where it came from, so a bad value fails the run at configuration time:
+``--llm-budget option: llm_budget(='abc') must be an amount of USD like "0.05"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from omnillm_sim.errors import ConfigError, InvalidValueError
+from omnillm_sim.money import MicroDollar, format_usd, usd_to_micro
+
+__all__ = [
+    "ENV_BUDGET",
+    "OPTIONS",
+    "Budget",
+    "Option",
+    "Settings",
+    "add_options",
+    "budget_from_marker",
+    "parse_budget",
+    "resolve",
+]
+
+ENV_BUDGET = "PYTEST_LLM_BUDGET"
+DEFAULT_MAX_OUTPUT = 4096
+DEFAULT_SUMMARY = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its command-line flag, ini key, help text (shared by both) and metavar."""
+
+    flag: str
+    ini: str | None
+    help: str
+    metavar: str
+
+
+OPTIONS: dict[str, Option] = {
+    "budget": Option(
+        "--llm-budget",
+        "llm_budget",
+        "per-test LLM budget in USD (e.g. 0.05); a request that would exceed it is refused "
+        f"before it is sent. Precedence: marker > option > {ENV_BUDGET} > ini. "
+        "Without any budget the plugin only reports spend.",
+        "USD",
+    ),
+    "session_budget": Option(
+        "--llm-session-budget",
+        "llm_session_budget",
+        "LLM budget in USD for the whole session (shared by pytest-xdist workers)",
+        "USD",
+    ),
+    "prices": Option(
+        "--llm-prices",
+        "llm_prices",
+        "TOML file of model prices (USD per million tokens) overriding the 'current' catalogue",
+        "FILE",
+    ),
+    "report": Option("--llm-report", None, "write per-test and per-request spend as JSON", "FILE"),
+    "summary": Option(
+        "--llm-summary",
+        "llm_summary",
+        f"show the N most expensive tests in the terminal summary (0 hides it; "
+        f"default {DEFAULT_SUMMARY})",
+        "N",
+    ),
+    "default_max_output": Option(
+        "--llm-default-max-output",
+        "llm_default_max_output",
+        f"output tokens assumed for a request without max_tokens (default {DEFAULT_MAX_OUTPUT}); "
+        "such estimates are not true upper bounds",
+        "N",
+    ),
+    "fallback_model": Option(
+        "--llm-fallback-model",
+        "llm_fallback_model",
+        "price models missing from the catalogue as this model (default: refuse them when a "
+        "budget is set, report them as unpriced otherwise)",
+        "MODEL",
+    ),
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option and ini key (help texts shared), and the marker's ini line."""
+    group = parser.getgroup("omnillm", "LLM budgets (pytest-omnillm)")
+    for key, option in OPTIONS.items():
+        group.addoption(option.flag, dest=f"llm_{key}", metavar=option.metavar, help=option.help)
+        if option.ini is not None:
+            parser.addini(option.ini, option.help, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A limit in micro-dollars (``None``: no limit) and where it came from."""
+
+    micros: MicroDollar | None
+    source: str
+
+    def __str__(self) -> str:
+        if self.micros is None:
+            return "unlimited"
+        return f"{format_usd(self.micros)} (from {self.source})"
+
+
+NO_BUDGET = Budget(None, "no budget configured")
+
+
+def parse_budget(value: object, source: str, *, name: str = "llm_budget") -> Budget:
+    """Validate a budget in USD (``"0.05"``, ``0.05``, ``"$1"``); ``None`` means no limit.
+
+    Raises:
+        ConfigError: garbage, negative, NaN or infinite values, naming the value and source.
+    """
+    if value is None:
+        return Budget(None, source)
+    try:
+        return Budget(usd_to_micro(value, name=name), source)  # type: ignore[arg-type]
+    except InvalidValueError as exc:
+        raise ConfigError(
+            name, value, f'must be an amount of USD like "0.05" ({exc.rule})', source=source
+        ) from None
+
+
+def _int_setting(value: object, source: str, name: str, *, minimum: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(name, value, "must be an integer", source=source) from None
+    if number < minimum:
+        raise ConfigError(name, value, f"must be >= {minimum}", source=source)
+    return number
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the plugin needs, resolved and validated; `for_test` adds the marker."""
+
+    budget: Budget = NO_BUDGET
+    session_budget: Budget = NO_BUDGET
+    prices: str | None = None
+    report: str | None = None
+    summary: int = DEFAULT_SUMMARY
+    default_max_output: int = DEFAULT_MAX_OUTPUT
+    fallback_model: str | None = None
+
+    def for_test(self, item: pytest.Item) -> Settings:
+        """These settings with the test's ``llm_budget`` marker (if any) applied.
+
+        Raises:
+            ConfigError: the marker's value is malformed.
+        """
+        marked = budget_from_marker(item)
+        return self if marked is None else dataclasses.replace(self, budget=marked)
+
+
+def _lookup(config: pytest.Config, key: str) -> tuple[Any, str] | None:
+    option = OPTIONS[key]
+    value = config.getoption(f"llm_{key}")
+    if value is not None:
+        return value, f"{option.flag} option"
+    if key == "budget":
+        env = os.environ.get(ENV_BUDGET)
+        if env is not None and env.strip():
+            return env, f"{ENV_BUDGET} environment variable"
+    if option.ini is not None:
+        ini = config.getini(option.ini)
+        if ini not in (None, "", []):
+            return ini, f"{option.ini} ini key"
+    return None
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Read and validate options, environment and ini keys.
+
+    Raises:
+        ConfigError: any malformed value, naming the value and its source.
+    """
+    values: dict[str, Any] = {}
+    for key in ("budget", "session_budget"):
+        found = _lookup(config, key)
+        if found is not None:
+            values[key] = parse_budget(
+                found[0], found[1], name=OPTIONS[key].flag[2:].replace("-", "_")
+            )
+    for key, minimum in (("summary", 0), ("default_max_output", 1)):
+        found = _lookup(config, key)
+        if found is not None:
+            values[key] = _int_setting(found[0], found[1], f"llm_{key}", minimum=minimum)
+    for key in ("prices", "report", "fallback_model"):
+        found = _lookup(config, key)
+        if found is not None:
+            text = str(found[0]).strip()
+            if not text:
+                raise ConfigError(f"llm_{key}", found[0], "must not be empty", source=found[1])
+            values[key] = text
+    return Settings(**values)
+
+
+def budget_from_marker(item: pytest.Item) -> Budget | None:
+    """The closest ``llm_budget`` marker's budget, or ``None`` without a marker.
+
+    ``@pytest.mark.llm_budget("0.05")`` (or ``usd="0.05"``); ``llm_budget(None)`` lifts the
+    per-test limit for that test.
+
+    Raises:
+        ConfigError: a malformed value or wrong arguments, naming the test.
+    """
+    marker = item.get_closest_marker("llm_budget")
+    if marker is None:
+        return None
+    source = f"@pytest.mark.llm_budget on {item.nodeid}"
+    args = list(marker.args)
+    if "usd" in marker.kwargs:
+        args.append(marker.kwargs["usd"])
+    extra = set(marker.kwargs) - {"usd"}
+    if len(args) != 1 or extra:
+        raise ConfigError(
+            "llm_budget",
+            marker.args or marker.kwargs,
+            'takes one amount of USD like "0.05"',
+            source=source,
+        )
+    return parse_budget(args[0], source)

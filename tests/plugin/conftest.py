@@ -1,0 +1,64 @@
+"""Fixtures of the plugin suite: pytester, a fake OpenAI/Anthropic server, a price file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakellm import FakeLLM
+from harness import Harness
+
+pytest_plugins = ["pytester"]
+
+# Closed-form prices for assertions: $1 per million input tokens, $2 per million output
+# tokens, cache reads $0.10 (so 1 token = 1, 2 and 0.1 micro-dollars).
+PRICES_TOML = """\
+[models."test-model"]
+input = "1.00"
+output = "2.00"
+cache_read = "0.10"
+
+[models."free-input"]
+input = "0"
+output = "1.00"
+
+[models."test-embed"]
+input = "0.50"
+output = "0"
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeLLM]:
+    server = FakeLLM()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def llm(fake_llm: FakeLLM) -> FakeLLM:
+    """The fake server, reset for this test."""
+    fake_llm.reset()
+    return fake_llm
+
+
+@pytest.fixture
+def prices_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prices.toml"
+    path.write_text(PRICES_TOML)
+    return path
+
+
+@pytest.fixture
+def harness(prices_file: Path) -> Iterator[Harness]:
+    from pytest_omnillm import intercept
+
+    h = Harness(prices_file)
+    h.begin()
+    intercept.push_handler(h.session)
+    try:
+        yield h
+    finally:
+        intercept.pop_handler(h.session)

@@ -1,0 +1,432 @@
+"""A fake OpenAI + Anthropic HTTP server on 127.0.0.1, run in a thread by the tests.
+
+It answers the five priced endpoints in the providers' wire formats (JSON and SSE streams),
+with usage the test chooses, scripted errors (with ``retry-after-ms`` so SDK retries are
+quick), bodies without usage, garbage bodies and cut-off streams. It records what it received
+and the usage it billed, so tests assert on what actually reached "the provider".
+
+Usage of a reply: ``input`` tokens (default 10, uncached; OpenAI ``prompt_tokens`` is input +
+cached), ``output`` tokens (an int, or ``"max"``: the request's output bound), ``cached``
+(cache reads), ``cache_write`` (Anthropic 5-minute writes).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import struct
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """How to answer one request."""
+
+    status: int = 200
+    input: int = 10
+    output: int | str = 5
+    cached: int = 0
+    cache_write: int = 0
+    omit_usage: bool = False
+    garbage: bool = False
+    cut_stream: bool = False
+    gzip: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Received:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    raw: bytes = b""
+
+
+@dataclass
+class Billed:
+    """Usage the server reported in a complete response (what a provider would charge)."""
+
+    model: str
+    input: int
+    output: int
+    cached: int = 0
+    cache_write: int = 0
+
+
+class FakeLLM:
+    """The server: ``url`` is its base URL; ``script`` replies are used first, then ``default``."""
+
+    def __init__(self) -> None:
+        self.default = Reply()
+        self.script: list[Reply] = []
+        self.received: list[Received] = []
+        self.billed: list[Billed] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self.billed.clear()
+            self.script.clear()
+            self.default = Reply()
+
+    # -- request handling -----------------------------------------------------------------
+
+    def _next(self) -> Reply:
+        with self._lock:
+            return self.script.pop(0) if self.script else self.default
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("content-length", "0"))
+        raw = h.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        path = h.path.split("?")[0]
+        with self._lock:
+            self.received.append(Received(path, body, dict(h.headers), raw))
+        reply = self._next()
+        if reply.status >= 400:
+            payload = {"error": {"message": "scripted error", "type": "server_error"}}
+            self._send_json(h, reply.status, payload, reply.headers)
+            return
+        if reply.garbage:
+            self._send_raw(h, 200, b"<html>not json</html>", "application/json", reply.headers)
+            return
+        kind = _kind(path)
+        model = str(body.get("model", "?"))
+        output = _output(reply, body, kind)
+        tokens = Billed(model, reply.input, output, reply.cached, reply.cache_write)
+        stream = body.get("stream") is True
+        if stream:
+            events = _stream_events(kind, body, tokens, reply)
+            complete = self._send_stream(h, events, reply)
+            if complete and not reply.omit_usage and _stream_has_usage(kind, body):
+                with self._lock:
+                    self.billed.append(tokens)
+            return
+        payload = _response(kind, body, tokens, reply.omit_usage)
+        if reply.gzip:
+            data = gzip.compress(json.dumps(payload).encode())
+            headers = {**reply.headers, "content-encoding": "gzip"}
+            self._send_raw(h, 200, data, "application/json", headers)
+        else:
+            self._send_json(h, 200, payload, reply.headers)
+        if not reply.omit_usage:
+            with self._lock:
+                self.billed.append(tokens)
+
+    def _send_raw(
+        self, h: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str, extra: dict[str, str]
+    ) -> None:
+        h.send_response(status)
+        h.send_header("content-type", ctype)
+        h.send_header("content-length", str(len(data)))
+        for k, v in extra.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _send_json(
+        self, h: BaseHTTPRequestHandler, status: int, payload: Any, extra: dict[str, str]
+    ) -> None:
+        self._send_raw(h, status, json.dumps(payload).encode(), "application/json", extra)
+
+    def _send_stream(
+        self, h: BaseHTTPRequestHandler, events: list[tuple[str | None, Any]], reply: Reply
+    ) -> bool:
+        h.send_response(200)
+        h.send_header("content-type", "text/event-stream")
+        h.send_header("connection", "close")
+        for k, v in reply.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        if reply.cut_stream:
+            events = events[: max(1, len(events) // 2)]
+        for name, data in events:
+            text = "" if name is None else f"event: {name}\n"
+            text += f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+            h.wfile.write(text.encode())
+            h.wfile.flush()
+        h.close_connection = True
+        return not reply.cut_stream
+
+
+def _kind(path: str) -> str:
+    for suffix, kind in (
+        ("/chat/completions", "chat"),
+        ("/completions", "completions"),
+        ("/responses", "responses"),
+        ("/embeddings", "embeddings"),
+        ("/messages", "messages"),
+    ):
+        if path.rstrip("/").endswith(suffix):
+            return kind
+    return "unknown"
+
+
+def _output(reply: Reply, body: dict[str, Any], kind: str) -> int:
+    if kind == "embeddings":
+        return 0
+    if reply.output != "max":
+        return int(reply.output)
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        if isinstance(body.get(key), int):
+            return int(body[key]) * int(body.get("n") or 1)
+    return 4096
+
+
+def _stream_has_usage(kind: str, body: dict[str, Any]) -> bool:
+    if kind in ("chat", "completions"):
+        return bool((body.get("stream_options") or {}).get("include_usage"))
+    return True
+
+
+def _openai_usage(t: Billed) -> dict[str, Any]:
+    prompt = t.input + t.cached
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": t.output,
+        "total_tokens": prompt + t.output,
+        "prompt_tokens_details": {"cached_tokens": t.cached},
+    }
+
+
+def _responses_usage(t: Billed) -> dict[str, Any]:
+    prompt = t.input + t.cached
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": t.cached},
+        "output_tokens": t.output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + t.output,
+    }
+
+
+def _anthropic_usage(t: Billed, output: int) -> dict[str, Any]:
+    return {
+        "input_tokens": t.input,
+        "output_tokens": output,
+        "cache_creation_input_tokens": t.cache_write,
+        "cache_read_input_tokens": t.cached,
+    }
+
+
+def _response_object(body: dict[str, Any], t: Billed, omit: bool) -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": t.model,
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "hi", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": None if omit else _responses_usage(t),
+    }
+
+
+def _response(kind: str, body: dict[str, Any], t: Billed, omit: bool) -> dict[str, Any]:
+    if kind == "chat":
+        out: dict[str, Any] = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": t.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "hi"},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": _openai_usage(t),
+        }
+    elif kind == "completions":
+        out = {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": t.model,
+            "choices": [{"text": "hi", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": _openai_usage(t),
+        }
+    elif kind == "embeddings":
+        vector = [0.25, 0.5]
+        inputs = body.get("input")
+        n = len(inputs) if isinstance(inputs, list) and inputs and isinstance(inputs[0], str) else 1
+        if body.get("encoding_format") == "base64":
+            encoded: Any = base64.b64encode(struct.pack("<2f", *vector)).decode()
+        else:
+            encoded = vector
+        out = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encoded} for i in range(n)],
+            "model": t.model,
+            "usage": {"prompt_tokens": t.input, "total_tokens": t.input},
+        }
+    elif kind == "responses":
+        return _response_object(body, t, omit)
+    else:
+        out = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": t.model,
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": _anthropic_usage(t, t.output),
+        }
+    if omit:
+        out.pop("usage", None)
+    return out
+
+
+def _stream_events(
+    kind: str, body: dict[str, Any], t: Billed, reply: Reply
+) -> list[tuple[str | None, Any]]:
+    omit = reply.omit_usage
+    if kind in ("chat", "completions"):
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+        def chunk(choice: dict[str, Any] | None, usage: Any = None) -> dict[str, Any]:
+            return {
+                "id": "chatcmpl-1",
+                "object": obj,
+                "created": 1,
+                "model": t.model,
+                "choices": [choice] if choice else [],
+                "usage": usage,
+            }
+
+        if kind == "chat":
+            first = {"index": 0, "delta": {"role": "assistant", "content": "h"}}
+            last = {"index": 0, "delta": {"content": "i"}, "finish_reason": "stop"}
+        else:
+            first = {"index": 0, "text": "h", "finish_reason": None, "logprobs": None}
+            last = {"index": 0, "text": "i", "finish_reason": "stop", "logprobs": None}
+        events: list[tuple[str | None, Any]] = [(None, chunk(first)), (None, chunk(last))]
+        if _stream_has_usage(kind, body) and not omit:
+            events.append((None, chunk(None, _openai_usage(t))))
+        events.append((None, "[DONE]"))
+        return events
+    if kind == "responses":
+        created = _response_object(body, t, True)
+        created["status"] = "in_progress"
+        done = _response_object(body, t, omit)
+        return [
+            (
+                "response.created",
+                {"type": "response.created", "response": created, "sequence_number": 0},
+            ),
+            (
+                "response.output_text.delta",
+                {
+                    "type": "response.output_text.delta",
+                    "delta": "hi",
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "sequence_number": 1,
+                },
+            ),
+            (
+                "response.completed",
+                {"type": "response.completed", "response": done, "sequence_number": 2},
+            ),
+        ]
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": t.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": _anthropic_usage(t, 1),
+        },
+    }
+    events = [
+        ("message_start", start),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "hi"},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ]
+    # Two cumulative deltas: a reader that sums them instead of taking the last one is wrong.
+    half = max(t.output // 2, 1)
+    if not omit:
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": None, "stop_sequence": None},
+                    "usage": {"output_tokens": half},
+                },
+            )
+        )
+        events.append(
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": t.output},
+                },
+            )
+        )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
