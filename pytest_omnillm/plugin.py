@@ -21,7 +21,7 @@ from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.errors import ConfigError, OmniLLMError
 from pytest_omnillm import intercept
 from pytest_omnillm.report import render, summarise, write_json
-from pytest_omnillm.session import BudgetSession, SessionBudget, TestBudget
+from pytest_omnillm.session import BudgetSession, SessionBudget, TestBudget, check_test
 from pytest_omnillm.settings import Settings, add_options, resolve
 
 __all__ = ["LLMBudgetPlugin", "llm_budget"]
@@ -173,6 +173,8 @@ class LLMBudgetPlugin:
         if call.when == "teardown":
             self.session.end_test(test)
             setattr(report, _REPORT_ATTR, _test_record(test))
+        else:
+            test.add_problems(check_test(test, final=False))
         problems = test.unreported()
         if problems:
             text = "\n".join(problems)
@@ -188,7 +190,8 @@ class LLMBudgetPlugin:
         self, report: pytest.TestReport, config: pytest.Config
     ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
         if getattr(report, _FAILED_ATTR, False) and report.failed:
-            return "failed", "B", ("LLM BUDGET", {"red": True})
+            category = "failed" if report.when == "call" else "error"
+            return category, "B", ("LLM BUDGET", {"red": True})
         return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -170,6 +170,12 @@ class TestBudget:
     reported: int = 0  # problems already attached to a report
     flights: list[_Flight] = field(default_factory=list)
 
+    def add_problems(self, problems: list[str]) -> None:
+        """Record problems not recorded before (checks run at the call and at teardown)."""
+        for problem in problems:
+            if problem not in self.problems:
+                self.problems.append(problem)
+
     def unreported(self) -> list[str]:
         """Problems not yet attached to a report (and mark them attached)."""
         fresh = self.problems[self.reported :]
@@ -222,7 +228,7 @@ class BudgetSession:
             flight.close_at_teardown()
         if self.current is test:
             self.current = None
-        test.problems.extend(check_test(test))
+        test.add_problems(check_test(test, final=True))
 
     # -- the handler --------------------------------------------------------------------------
 
@@ -429,10 +435,10 @@ def _tokens(usage: Usage) -> dict[str, int]:
     }
 
 
-def check_test(test: TestBudget) -> list[str]:
-    """Check the test's tracker against I1-I5 at teardown; a list of failure messages.
+def check_test(test: TestBudget, *, final: bool) -> list[str]:
+    """Check the test's tracker against I1-I5; a list of failure messages.
 
-    An overshoot (``used`` went above the limit because a request cost more than its
+    ``final`` (at teardown) adds I4: no reservation may still be open. An overshoot (``used`` went above the limit because a request cost more than its
     estimate) names every request whose actual cost exceeded its estimate, and by how much.
     """
     problems: list[str] = []
@@ -448,7 +454,7 @@ def check_test(test: TestBudget) -> list[str]:
         )
     except InvariantViolation as exc:
         problems.append(f"{test.nodeid}: {exc}")
-    if s.open_count:
+    if final and s.open_count:
         problems.append(
             f"{test.nodeid}: invariant I4 violated: {s.open_count} reservation(s) of "
             f"{format_usd(s.open_reserved)} still open at teardown (settle or release every "

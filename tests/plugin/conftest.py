@@ -1,10 +1,16 @@
-"""Fixtures of the plugin suite: pytester, a fake OpenAI/Anthropic server, a price file."""
+"""Fixtures of the plugin suite: pytester, a fake OpenAI/Anthropic server, a price file.
+
+The SDKs are imported here so in-process pytester runs (which drop the modules they import
+when they end) do not import them again for every run.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic  # noqa: F401
+import openai  # noqa: F401
 import pytest
 
 from fakellm import FakeLLM

@@ -230,7 +230,11 @@ def test_after_the_budget_is_spent_no_request_arrives(harness: Harness, llm: Fak
     assert len(llm.received) == 4, "a refused request reached the server"
     err = info.value
     assert (err.requested, err.limit, err.used, err.scope) == (estimate, estimate + 40, 60, "test")
-    assert err.available == estimate + 40 - 60 and err.test == "harness::test" and err.model == "test-model"
+    assert (
+        err.available == estimate + 40 - 60
+        and err.test == "harness::test"
+        and err.model == "test-model"
+    )
     problems = harness.end()
     assert len(problems) == 3 and "test-model" in problems[0]
 
