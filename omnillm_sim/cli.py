@@ -491,6 +491,58 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+# -- ledger -------------------------------------------------------------------------------------
+
+_LEDGER_HELP = """\
+Show a budget ledger (the SQLite file pytest-xdist workers share) and reclaim reservations
+left open by a process that died.
+
+Open reservations stay charged at their estimate until they are settled or reclaimed.
+--reclaim OWNER ends those of OWNER (the owner column, e.g. gw0:pid:4242; "all" for every
+one): charged at their estimate by default, or refunded with --release.
+
+examples:
+  omnillm-sim ledger session-ledger.sqlite
+  omnillm-sim ledger session-ledger.sqlite --reclaim gw1:pid:4242
+  omnillm-sim ledger session-ledger.sqlite --reclaim all --release
+"""
+
+
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="FILE", help="the ledger's SQLite file")
+    parser.add_argument("--reclaim", metavar="OWNER", help='end OWNER\'s open reservations ("all")')
+    parser.add_argument(
+        "--release", action="store_true", help="refund reclaimed reservations instead of charging"
+    )
+
+
+def _run_ledger(args: argparse.Namespace) -> int:
+    import os
+
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.ledger import Ledger
+    from omnillm_sim.money import format_usd
+
+    if not os.path.exists(args.path):
+        raise ConfigError("ledger", args.path, "does not exist")
+    with Ledger(args.path, owner="omnillm-sim ledger") as ledger:
+        if args.reclaim:
+            owner = None if args.reclaim == "all" else args.reclaim
+            ended = ledger.reclaim(owner=owner, charge=not args.release)
+            verb = "released" if args.release else "charged"
+            print(f"{verb} {len(ended)} reservation(s) of {args.reclaim}")
+        ledger.check()
+        s = ledger.stats()
+        print(
+            f"{args.path}: limit {format_usd(s.limit)}, used {format_usd(s.used)} "
+            f"(spent {format_usd(s.spent)} + {s.open_count} open {format_usd(s.open_reserved)}); "
+            f"{s.admitted} admitted, {s.rejected} rejected, overshoot {format_usd(s.overshoot)}"
+        )
+        for e in ledger.open_reservations():
+            print(f"  open #{e.id}  {e.owner}  {format_usd(e.estimate)}  {e.label}")
+    return 0
+
+
 SUBCOMMANDS: dict[str, tuple[str, Adder, Handler]] = {
     "run": (_RUN_HELP, _add_run, _run_run),
     "compare": (_COMPARE_HELP, _add_compare, _run_compare),
@@ -500,6 +552,7 @@ SUBCOMMANDS: dict[str, tuple[str, Adder, Handler]] = {
     "validate": (_VALIDATE_HELP, _add_validate, _run_validate),
     "prices": (_PRICES_HELP, _add_prices, _run_prices),
     "verify": (_verify.HELP, _verify.add_arguments, _verify.run),
+    "ledger": (_LEDGER_HELP, _add_ledger, _run_ledger),
 }
 
 

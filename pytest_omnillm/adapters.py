@@ -336,7 +336,9 @@ class UsageReader:
         try:
             payload = json.loads(data)
         except ValueError:
-            raise UsageParseError(f"stream event {event!r}: data is not JSON: {data[:80]!r}")
+            raise UsageParseError(
+                f"stream event {event!r}: data is not JSON: {data[:80]!r}"
+            ) from None
         if not isinstance(payload, dict):
             return
         kind = payload.get("type", event)

@@ -438,8 +438,9 @@ def _tokens(usage: Usage) -> dict[str, int]:
 def check_test(test: TestBudget, *, final: bool) -> list[str]:
     """Check the test's tracker against I1-I5; a list of failure messages.
 
-    ``final`` (at teardown) adds I4: no reservation may still be open. An overshoot (``used`` went above the limit because a request cost more than its
-    estimate) names every request whose actual cost exceeded its estimate, and by how much.
+    ``final`` (at teardown) adds I4: no reservation may still be open. An overshoot (``used``
+    went above the limit because a request cost more than its estimate) names every request
+    whose actual cost exceeded its estimate, and by how much.
     """
     problems: list[str] = []
     s = test.tracker.stats()

@@ -12,7 +12,6 @@ from pathlib import Path
 import anthropic  # noqa: F401
 import openai  # noqa: F401
 import pytest
-
 from fakellm import FakeLLM
 from harness import Harness
 
