@@ -194,6 +194,7 @@ def _patch_module(module: ModuleType) -> None:
     observed_sync, observed_async = _stream_classes(module)
 
     def send_single_request(self: Any, request: Any) -> Any:
+        __tracebackhide__ = True
         prepared = _prepare(request)
         if prepared is None:
             return sync_original(self, request)
@@ -212,6 +213,7 @@ def _patch_module(module: ModuleType) -> None:
         return response
 
     async def async_send_single_request(self: Any, request: Any) -> Any:
+        __tracebackhide__ = True
         prepared = _prepare(request)
         if prepared is None:
             return await async_original(self, request)

@@ -202,9 +202,10 @@ class LLMBudgetPlugin:
     # -- reporting -----------------------------------------------------------------------------
 
     def _summary(self) -> Any:
-        ledger = None
+        ledger = entries = None
         if self.ledger is not None:
             ledger = dataclasses.asdict(self.ledger.stats())
+            entries = [dataclasses.asdict(e) for e in self.ledger.entries()]
         outside = self.outside + [r.as_dict() for r in self.session.outside]
         return summarise(
             self.tests,
@@ -212,6 +213,7 @@ class LLMBudgetPlugin:
             session_limit=self.settings.session_budget.micros,
             session_source=self.settings.session_budget.source,
             ledger=ledger,
+            ledger_entries=entries,
         )
 
     @pytest.hookimpl(trylast=True)

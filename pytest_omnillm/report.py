@@ -39,6 +39,7 @@ class SpendSummary:
     session_limit: int | None
     session_source: str
     ledger: dict[str, int] | None = None
+    ledger_entries: list[dict[str, Any]] | None = None
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -85,6 +86,7 @@ class SpendSummary:
                     for m, t in self.by_model().items()
                 },
                 "ledger": self.ledger,
+                "ledger_entries": self.ledger_entries,
             },
             "tests": self.tests,
             "outside_tests": self.outside,
@@ -98,6 +100,7 @@ def summarise(
     session_limit: int | None,
     session_source: str,
     ledger: dict[str, int] | None = None,
+    ledger_entries: list[dict[str, Any]] | None = None,
 ) -> SpendSummary:
     """Aggregate per-test records (dicts from teardown reports) into a `SpendSummary`."""
     return SpendSummary(
@@ -106,6 +109,7 @@ def summarise(
         session_limit=session_limit,
         session_source=session_source,
         ledger=ledger,
+        ledger_entries=ledger_entries,
     )
 
 
@@ -133,7 +137,7 @@ def render(summary: SpendSummary, top: int) -> list[str]:
         f"from {len(summary.tests)} test(s), {len(refused)} refused{limit}"
     )
     ranked: Sequence[dict[str, Any]] = sorted(
-        (t for t in summary.tests if t["requests"]), key=lambda t: (-t["spent"], t["nodeid"])
+        (t for t in summary.tests if t["spent"] > 0), key=lambda t: (-t["spent"], t["nodeid"])
     )[:top]
     if ranked:
         lines.append(f"top {len(ranked)} test(s) by spend:")

@@ -234,6 +234,7 @@ class BudgetSession:
 
     def start(self, info: RequestInfo) -> _Flight | None:
         """Estimate and reserve, or refuse by raising; see the module docstring."""
+        __tracebackhide__ = True
         test = self.current
         nodeid = test.nodeid if test is not None else OUTSIDE_TESTS
         parsed = parse_request(info.endpoint, info.body)

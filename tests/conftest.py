@@ -5,6 +5,10 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# pytester runs for the pytest plugin (tests/plugin). pytest accepts pytest_plugins only in the
+# top-level conftest.
+pytest_plugins = ["pytester"]
+
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "soak", deadline=None, max_examples=2_000, suppress_health_check=[HealthCheck.too_slow]

@@ -1,7 +1,8 @@
 """Fixtures of the plugin suite: pytester, a fake OpenAI/Anthropic server, a price file.
 
-The SDKs are imported here so in-process pytester runs (which drop the modules they import
-when they end) do not import them again for every run.
+The SDKs and HTTP stacks are imported (and their lazy parts loaded) here, once: in-process
+pytester runs drop the modules first imported during the run, and a module imported again
+later has new exception classes that the already-imported clients do not catch.
 """
 
 from __future__ import annotations
@@ -9,13 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import anthropic  # noqa: F401
-import openai  # noqa: F401
+import anthropic
+import httpcore  # noqa: F401
+import httpcore2  # noqa: F401
+import httpx
+import httpx2
+import openai
 import pytest
 from fakellm import FakeLLM
 from harness import Harness
 
-pytest_plugins = ["pytester"]
+for _client in (
+    httpx.Client(),
+    httpx2.Client(),
+    openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9"),
+    anthropic.Anthropic(api_key="k", base_url="http://127.0.0.1:9"),
+):
+    _client.close()
 
 # Closed-form prices for assertions: $1 per million input tokens, $2 per million output
 # tokens, cache reads $0.10 (so 1 token = 1, 2 and 0.1 micro-dollars).

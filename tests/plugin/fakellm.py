@@ -124,13 +124,18 @@ class FakeLLM:
         output = _output(reply, body, kind)
         tokens = Billed(model, reply.input, output, reply.cached, reply.cache_write)
         stream = body.get("stream") is True
+        # Billing is recorded before the reply goes out: the client may check it as soon as
+        # it has read the reply.
         if stream:
             events = _stream_events(kind, body, tokens, reply)
-            complete = self._send_stream(h, events, reply)
-            if complete and not reply.omit_usage and _stream_has_usage(kind, body):
+            if not reply.cut_stream and not reply.omit_usage and _stream_has_usage(kind, body):
                 with self._lock:
                     self.billed.append(tokens)
+            self._send_stream(h, events, reply)
             return
+        if not reply.omit_usage:
+            with self._lock:
+                self.billed.append(tokens)
         payload = _response(kind, body, tokens, reply.omit_usage)
         if reply.gzip:
             data = gzip.compress(json.dumps(payload).encode())
@@ -138,9 +143,6 @@ class FakeLLM:
             self._send_raw(h, 200, data, "application/json", headers)
         else:
             self._send_json(h, 200, payload, reply.headers)
-        if not reply.omit_usage:
-            with self._lock:
-                self.billed.append(tokens)
 
     def _send_raw(
         self, h: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str, extra: dict[str, str]
@@ -160,7 +162,7 @@ class FakeLLM:
 
     def _send_stream(
         self, h: BaseHTTPRequestHandler, events: list[tuple[str | None, Any]], reply: Reply
-    ) -> bool:
+    ) -> None:
         h.send_response(200)
         h.send_header("content-type", "text/event-stream")
         h.send_header("connection", "close")
@@ -175,7 +177,6 @@ class FakeLLM:
             h.wfile.write(text.encode())
             h.wfile.flush()
         h.close_connection = True
-        return not reply.cut_stream
 
 
 def _kind(path: str) -> str:
