@@ -102,7 +102,7 @@ def _stream_classes(module: ModuleType) -> tuple[type[Any], type[Any]]:
     sync_base: type[Any] = module.SyncByteStream
     async_base: type[Any] = module.AsyncByteStream
 
-    class ObservedStream(sync_base):  # type: ignore[misc, valid-type]
+    class ObservedStream(sync_base):  # type: ignore[misc]
         def __init__(self, inner: Any, flight: Flight) -> None:
             self._inner = inner
             self._flight = flight
@@ -124,7 +124,7 @@ def _stream_classes(module: ModuleType) -> tuple[type[Any], type[Any]]:
         def __getattr__(self, name: str) -> Any:  # e.g. ``elapsed`` of httpx2's bound stream
             return getattr(self._inner, name)
 
-    class ObservedAsyncStream(async_base):  # type: ignore[misc, valid-type]
+    class ObservedAsyncStream(async_base):  # type: ignore[misc]
         def __init__(self, inner: Any, flight: Flight) -> None:
             self._inner = inner
             self._flight = flight
@@ -236,7 +236,7 @@ def _patch_module(module: ModuleType) -> None:
         (async_send_single_request, async_original),
     ):
         setattr(wrapper, _PATCHED, True)
-        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__dict__["__wrapped__"] = original
         wrapper.__doc__ = original.__doc__
     client_cls._send_single_request = send_single_request
     async_cls._send_single_request = async_send_single_request

@@ -65,7 +65,7 @@ def llm_budget(request: pytest.FixtureRequest) -> BudgetTracker:
         with llm_budget.reserve(20_000) as r:   # micro-dollars
             r.settle(cost)
     """
-    test = request.node.stash.get(TEST_KEY, None)
+    test: TestBudget | None = request.node.stash.get(TEST_KEY, None)
     if test is None:
         raise pytest.UsageError("llm_budget is only available inside a test")
     return test.tracker

@@ -50,7 +50,8 @@ class SpendSummary:
     def spent(self) -> int:
         """What the session was charged: tests' settled costs and kept estimates (direct
         ``llm_budget`` reservations included) plus requests made outside tests."""
-        return sum(t["spent"] for t in self.tests) + sum(r["charged"] for r in self.outside)
+        total = sum(int(t["spent"]) for t in self.tests)
+        return total + sum(int(r["charged"]) for r in self.outside)
 
     def by_model(self) -> dict[str, ModelTotal]:
         """Per-model totals over requests that were charged."""

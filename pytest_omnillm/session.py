@@ -24,7 +24,7 @@ import itertools
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from omnillm_sim.budget import BudgetStats, BudgetTracker
 from omnillm_sim.errors import (
@@ -100,10 +100,11 @@ class LLMUnknownModel(UnknownModelError):
         self.args = (f"in {test}: {self.args[0]}",)
 
 
-_sdk_classes: dict[tuple[type[BaseException], type[BaseException]], type[BaseException]] = {}
+_sdk_classes: dict[tuple[type[BaseException], type[BaseException]], Any] = {}
+_E = TypeVar("_E", bound=BaseException)
 
 
-def _for_sdk(error_cls: type[BaseException]) -> type[BaseException]:
+def _for_sdk(error_cls: type[_E]) -> type[_E]:
     # The Anthropic SDK wraps any exception from its HTTP client in APIConnectionError and
     # retries it (sleeping between attempts), except its own AnthropicError. Mixing that base
     # in makes a refusal reach the application at once, as itself, with no retry.
@@ -116,7 +117,8 @@ def _for_sdk(error_cls: type[BaseException]) -> type[BaseException]:
         _sdk_classes[key] = type(
             error_cls.__name__, (error_cls, base), {"__module__": error_cls.__module__}
         )
-    return _sdk_classes[key]
+    made: type[_E] = _sdk_classes[key]
+    return made
 
 
 class _Handle(Protocol):
@@ -257,7 +259,9 @@ class BudgetSession:
             if self.enforce:
                 record.status = "unknown-model"
                 record.detail = str(exc)
-                error = _for_sdk(LLMUnknownModel)(parsed.model, self.prices.name, nodeid)
+                error = _for_sdk(LLMUnknownModel)(
+                    parsed.estimate_request.model, self.prices.name, nodeid
+                )
                 if test is not None:
                     test.problems.append(str(error))
                 raise error from None
@@ -267,14 +271,13 @@ class BudgetSession:
         record.estimate = estimate.cost
         record.bounded = estimate.bounded
         label = f"#{record.seq} {parsed.model}"
-        tracker = test.tracker if test is not None else None
         test_handle: _Handle | None = None
-        if tracker is not None:
+        if test is not None:
             try:
-                test_handle = tracker.reserve(estimate.cost, label=label)
+                test_handle = test.tracker.reserve(estimate.cost, label=label)
             except BudgetExceeded as exc:
                 raise self._refuse(
-                    record, test, "test", exc, test.budget.source, tracker.used
+                    record, test, "test", exc, test.budget.source, test.tracker.used
                 ) from None
         try:
             session_handle = self.session_budget.reserve(estimate.cost, label=label)

@@ -93,6 +93,8 @@ class _SchedLock:
             if self._owner is None or (self._reentrant and self._owner == me):
                 self._owner = me
                 self._count += 1
+                if stepper is not None and index is not None:
+                    stepper._held[index] += 1
                 return True
             if not blocking:
                 return False
@@ -106,6 +108,9 @@ class _SchedLock:
     def release(self) -> None:
         if self._owner is None:
             raise RuntimeError("release unlocked lock")
+        stepper = _active
+        if stepper is not None and isinstance(self._owner, int):
+            stepper._held[self._owner] -= 1
         self._count -= 1
         if self._count == 0:
             self._owner = None
@@ -140,25 +145,32 @@ class Stepper:
         self._codes = codes
         self._schedule = list(schedule)
         self._stall_timeout = stall_timeout
-        self._baton = threading.Semaphore(0)  # released by a thread when it stops
-        self._grants: list[threading.Semaphore] = []
+        # Raw locks used as binary semaphores (much cheaper than threading.Semaphore): a
+        # thread releases the baton when it stops; the scheduler releases a grant to let a
+        # thread take one step.
+        self._baton = _RealLock()
+        self._baton.acquire()
+        self._grants: list[Any] = []
         self._done: list[bool] = []
         self._waiting: list[_SchedLock | None] = []
         self._line: list[int] = []
+        self._held: list[int] = []
         self._idents: dict[int, int] = {}
         self.steps: list[tuple[int, int]] = []
+        self.holding: list[bool] = []  # per step: did the thread hold a stepper lock then?
 
     @staticmethod
     @contextlib.contextmanager
     def locks() -> Iterator[None]:
         """While active, ``threading.Lock()``/``RLock()`` make scheduler-aware locks."""
-        threading.Lock = lambda: _SchedLock(False)  # type: ignore[assignment, misc]
-        threading.RLock = lambda: _SchedLock(True)  # type: ignore[assignment]
+        module: Any = threading  # the stand-ins are not the real lock types
+        module.Lock = lambda: _SchedLock(False)
+        module.RLock = lambda: _SchedLock(True)
         try:
             yield
         finally:
-            threading.Lock = _RealLock  # type: ignore[misc]
-            threading.RLock = _RealRLock
+            module.Lock = _RealLock
+            module.RLock = _RealRLock
 
     def _index(self) -> int | None:
         return self._idents.get(threading.get_ident())
@@ -192,10 +204,13 @@ class Stepper:
         """
         global _active
         n = len(operations)
-        self._grants = [threading.Semaphore(0) for _ in range(n)]
+        self._grants = [_RealLock() for _ in range(n)]
+        for grant in self._grants:
+            grant.acquire()
         self._done = [False] * n
         self._waiting = [None] * n
         self._line = [0] * n
+        self._held = [0] * n
         outcomes: list[Outcome] = [Outcome()] * n
 
         def body(index: int) -> None:
@@ -214,9 +229,8 @@ class Stepper:
         previous, _active = _active, self
         threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(n)]
         try:
-            for thread in threads:
+            for thread in threads:  # one at a time: the baton holds one release
                 thread.start()
-            for _ in range(n):
                 self._take_baton()
             self._schedule_loop(n)
         finally:
@@ -247,6 +261,7 @@ class Stepper:
             decision += 1
             index = runnable[choice % len(runnable)]
             self.steps.append((index, self._line[index]))
+            self.holding.append(self._held[index] > 0)
             self._grants[index].release()
             self._take_baton()
 
