@@ -24,7 +24,13 @@ Adder = Callable[[argparse.ArgumentParser], None]
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Examples keep their layout; defaults are shown unless the help already says them."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 # -- prices -----------------------------------------------------------------------------------
