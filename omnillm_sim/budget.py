@@ -224,6 +224,11 @@ class BudgetTracker:
         return self._used
 
     @property
+    def spent(self) -> MicroDollar:
+        """Settled (actual) costs, in micro-dollars; ``used - spent`` is what is reserved."""
+        return self._spent
+
+    @property
     def is_unlimited(self) -> bool:
         """True for a tracker made by `unlimited` (or with a ``u64::MAX`` limit)."""
         return self._limit >= U64_MAX

@@ -65,6 +65,14 @@ class EstimateRequest:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise InvalidValueError("model", self.model, "must be a non-empty model name")
+        pb, msgs = self.prompt_bytes, self.messages
+        mo, pt = self.max_output_tokens, self.prompt_tokens
+        if (  # hot path (one per simulated request): plain ints pass one test
+            type(pb) is int and pb >= 0 and type(msgs) is int and msgs >= 0
+            and (mo is None or (type(mo) is int and mo >= 0))
+            and (pt is None or (type(pt) is int and pt >= 0))
+        ):
+            return
         non_negative_int("prompt_bytes", self.prompt_bytes)
         non_negative_int("messages", self.messages)
         if self.max_output_tokens is not None:

@@ -406,6 +406,9 @@ class Gateway:
         )
 
     def _tick(self, now: float) -> float:
+        if type(now) is float and now >= self._now:  # the common case (NaN fails the test)
+            self._now = now
+            return now
         if isinstance(now, bool) or not isinstance(now, int | float) or now != now:
             raise InvalidValueError("now", now, "must be a number of seconds")
         if now < self._now:

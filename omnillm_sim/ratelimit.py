@@ -70,6 +70,8 @@ class LimiterStats:
 
 
 def _check_now(now: float, last: float) -> float:
+    if type(now) is float and now >= last:  # the common case (NaN fails the comparison)
+        return now
     if not isinstance(now, int | float) or isinstance(now, bool) or now != now:
         raise InvalidValueError("now", now, "must be a number of seconds")
     if now < last:
@@ -212,7 +214,8 @@ class InflightTokenCap:
 
     def try_acquire(self, tokens: int, now: float) -> Decision:
         """Hold ``tokens`` until `release`, or refuse."""
-        non_negative_int("tokens", tokens)
+        if type(tokens) is not int or tokens < 0:
+            non_negative_int("tokens", tokens)
         decision = self.test(tokens, now)
         if not decision.allowed:
             self._rejected += 1
@@ -229,7 +232,8 @@ class InflightTokenCap:
         Raises:
             InvalidValueError: more tokens than are in flight (a double release).
         """
-        non_negative_int("tokens", tokens)
+        if type(tokens) is not int or tokens < 0:
+            non_negative_int("tokens", tokens)
         self._last = _check_now(now, self._last)
         if tokens > self._inflight:
             raise InvalidValueError(

@@ -36,6 +36,8 @@ def _float(name: str, value: object, source: str) -> float:
 
 def non_negative_int(name: str, value: object, *, source: str = "") -> int:
     """Return ``value`` if it is an ``int`` >= 0 (token counts, attempt caps)."""
+    if type(value) is int and value >= 0:  # the common case, on hot paths
+        return value
     checked = _int(name, value, source)
     if checked < 0:
         raise InvalidValueError(name, value, "must be >= 0", source=source)
