@@ -15,10 +15,17 @@ A violation raises `InvariantViolation` naming the event number, the simulated t
 state. ``used > limit`` that I2 does not forbid (some actual cost exceeded its estimate: the
 faithful policy's documented overshoot, reference section 5) is not a violation: it is
 recorded once as a finding, which the report shows.
+
+Cost: the budget checks read two counters per event (the full `BudgetStats` snapshot is taken
+only when ``used > limit`` or to word a failure); the key checks run after events in which the
+engine called the gateway (`touched`), over every key, reading its in-flight tokens and RPM
+window directly. Memory is bounded by the admissions in flight: request ids are handed out in
+arrival order, so "admitted twice" needs only the highest id admitted so far.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from omnillm_sim.budget import BudgetTracker
@@ -31,24 +38,46 @@ __all__ = ["InvariantChecker"]
 class InvariantChecker:
     """Checks budget and key invariants; fed by the engine, called after every event."""
 
-    def __init__(self, budget: BudgetTracker, key_limits: dict[str, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        budget: BudgetTracker,
+        key_limits: dict[str, tuple[int, int]],
+        keys: Sequence[Any] = (),
+    ) -> None:
+        """``keys`` are the gateway pool's key states (``label``, ``cap.inflight``,
+        ``rpm.count(now)``, ``status(now)``) that `check` reads after a `touched` event."""
         self._budget = budget
         self._limits = key_limits  # label -> (rpm, tpm)
+        self._keys = tuple(keys)
+        self._touched = False
         self._open: dict[int, int] = {}
         self._charged = 0
         self._open_sum = 0
         self._underestimated = 0
-        self._finished: set[int] = set()
+        self._last_admitted: int | None = None
         self.findings: list[str] = []
         self._overshoot_seen = False
         self._spurious: list[str] = []
 
     # -- ledger (called by the engine) ---------------------------------------------------
 
+    def touched(self, key: int | None) -> None:
+        """The engine called the gateway (about key index ``key``): check the keys next time."""
+        self._touched = True
+
     def admitted(self, request_id: int, estimate: int) -> None:
-        """An admission reserved ``estimate`` micro-dollars."""
-        if request_id in self._open or request_id in self._finished:
-            raise InvariantViolation("I4", f"request {request_id} admitted twice")
+        """An admission reserved ``estimate`` micro-dollars.
+
+        Raises:
+            InvariantViolation: I4, ``request_id`` was admitted before (ids come in arrival
+                order, so an id not above the last admitted one is a second admission).
+        """
+        last = self._last_admitted
+        if request_id in self._open or (last is not None and request_id <= last):
+            raise InvariantViolation(
+                "I4", f"request {request_id} admitted twice (or out of arrival order)"
+            )
+        self._last_admitted = request_id
         self._open[request_id] = estimate
         self._open_sum += estimate
 
@@ -61,7 +90,6 @@ class InvariantChecker:
         if request_id not in self._open:
             raise InvariantViolation("I4", f"request {request_id} ended twice or was never open")
         estimate = self._open.pop(request_id)
-        self._finished.add(request_id)
         self._open_sum -= estimate
         self._charged += charged
         self._underestimated += max(charged - estimate, 0)
@@ -95,18 +123,33 @@ class InvariantChecker:
     def check(self, event: int, now: float, key_status: list[Any] | None = None) -> None:
         """Check every invariant against the current state.
 
-        ``key_status`` is the gateway's ``key_status(now)`` (pass ``None`` to skip the key
-        checks when no gateway call happened since the last check).
+        The key invariants are checked over ``key_status`` (a gateway's ``key_status(now)``)
+        when given, and over the pool's keys after a `touched` event.
 
         Raises:
             InvariantViolation: with the event number, time and state.
         """
         if self._spurious:
             self._fail("I5", event, now, self._spurious[0])
-        stats = self._budget.stats()
-        if stats.used != self._charged + self._open_sum:
-            self._fail("I1", event, now, f"used {stats.used} != charged + open "
+        budget = self._budget
+        used = budget.used
+        if used != self._charged + self._open_sum:
+            self._fail("I1", event, now, f"used {used} != charged + open "
                        f"{self._charged + self._open_sum}")
+        if used > budget.limit:
+            self._over_limit(event, now)
+        if key_status is not None:
+            self._check_statuses(event, now, key_status)
+        if self._touched:
+            self._touched = False
+            limits = self._limits
+            for key in self._keys:
+                rpm, tpm = limits[key.label]
+                if not 0 <= key.cap.inflight <= tpm or key.rpm.count(now) > rpm:
+                    self._check_statuses(event, now, [k.status(now) for k in self._keys])
+
+    def _over_limit(self, event: int, now: float) -> None:
+        stats = self._budget.stats()
         if stats.used > stats.limit:
             if self._underestimated == 0:
                 self._fail("I2", event, now, "used above limit although no actual cost "
@@ -121,15 +164,16 @@ class InvariantChecker:
                     f"actual costs exceeded their estimates by {format_usd(self._underestimated)} "
                     "(the faithful policy's estimate is not an upper bound; I3 holds)"
                 )
-        if key_status is not None:
-            for status in key_status:
-                rpm, tpm = self._limits[status.label]
-                if not 0 <= status.inflight_tokens <= tpm:
-                    self._fail("K1", event, now, f"key {status.label} holds "
-                               f"{status.inflight_tokens} in-flight tokens (cap {tpm})", key_status)
-                if status.rpm_used > rpm:
-                    self._fail("K2", event, now, f"key {status.label} admitted "
-                               f"{status.rpm_used} requests in 60 s (rpm {rpm})", key_status)
+
+    def _check_statuses(self, event: int, now: float, key_status: list[Any]) -> None:
+        for status in key_status:
+            rpm, tpm = self._limits[status.label]
+            if not 0 <= status.inflight_tokens <= tpm:
+                self._fail("K1", event, now, f"key {status.label} holds "
+                           f"{status.inflight_tokens} in-flight tokens (cap {tpm})", key_status)
+            if status.rpm_used > rpm:
+                self._fail("K2", event, now, f"key {status.label} admitted "
+                           f"{status.rpm_used} requests in 60 s (rpm {rpm})", key_status)
 
     def at_end(self, event: int, now: float) -> None:
         """Quiescence: every admission ended (I4) and the budget holds nothing open.

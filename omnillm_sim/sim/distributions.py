@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 __all__ = ["DISTRIBUTIONS", "Distribution"]
 
@@ -31,6 +31,10 @@ class Distribution:
     low: float = 0.0
     high: float = 0.0
     cv: float = 1.0
+    # The lognormal's (mu, sigma), computed once: `sample` is on the simulator's hot path.
+    _params: tuple[float, float] = field(
+        default=(0.0, 0.0), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in DISTRIBUTIONS:
@@ -41,6 +45,10 @@ class Distribution:
                 raise ValueError(f"{name}(={value!r}) must be a finite number >= 0")
         if self.kind == "uniform" and self.low > self.high:
             raise ValueError(f"low(={self.low!r}) must be <= high(={self.high!r})")
+        if self.kind == "lognormal" and self.mean > 0:
+            sigma2 = math.log1p(self.cv * self.cv)
+            params = (math.log(self.mean) - sigma2 / 2, math.sqrt(sigma2))
+            object.__setattr__(self, "_params", params)
 
     @classmethod
     def constant(cls, value: float) -> Distribution:
@@ -69,8 +77,8 @@ class Distribution:
             return rng.expovariate(1.0 / self.mean) if self.mean > 0 else 0.0
         if self.mean == 0:
             return 0.0
-        sigma2 = math.log1p(self.cv * self.cv)
-        return rng.lognormvariate(math.log(self.mean) - sigma2 / 2, math.sqrt(sigma2))
+        mu, sigma = self._params
+        return rng.lognormvariate(mu, sigma)
 
     def scaled(self, factor: float) -> Distribution:
         """The same shape with every location parameter multiplied by ``factor``."""

@@ -8,6 +8,10 @@ the seed, so a scenario and seed give the same `RunResult` (and byte-identical r
 
 The engine steps SimPy one event at a time and runs the `InvariantChecker` after every event
 (``check=False`` skips it for speed). A violation stops the run with `InvariantViolation`.
+
+Every run keeps a `Tally` (the aggregates); per-request records and the budget step timeline
+are kept unless ``keep_records=False`` (or the scenario's ``records = false``), in which case
+memory stays bounded by the requests in flight plus two floats per request.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -26,7 +29,7 @@ from omnillm_sim import gateway as gw
 from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.pricing import catalogue
 from omnillm_sim.sim.checker import InvariantChecker
-from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample
+from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample, Tally
 from omnillm_sim.sim.provider import Provider, ProviderReply
 from omnillm_sim.sim.scenario import Scenario
 from omnillm_sim.sim.workloads import Arrival, RequestFactory, open_arrivals
@@ -112,53 +115,76 @@ def _key_state(status: Any, now: float) -> str:
 class _Run:
     """The mutable state of one run (private to `run`)."""
 
-    def __init__(self, scenario: Scenario, seed: int, check: bool) -> None:
+    def __init__(self, scenario: Scenario, seed: int, check: bool, keep_records: bool) -> None:
         self.scenario = scenario
         self.seed = seed
         self.env = simpy.Environment()
         self.gateway = build_gateway(scenario, random.Random(f"{seed}/gateway"))
         self.budget: BudgetTracker = self.gateway.budget
         self.labels = tuple(scenario.key_labels())
-        self.key_index = {label: i for i, label in enumerate(self.labels)}
         self.provider = Provider(self.env, scenario, scenario.gateway.request_timeout)
         self.factory = RequestFactory(scenario, random.Random(f"{seed}/requests"))
         self.arrival_rng = random.Random(f"{seed}/arrivals")
         self.think_rng = random.Random(f"{seed}/think")
+        self.keep_records = keep_records
+        self.tally = Tally(len(self.labels))
         self.records: list[RequestRecord] = []
         self.samples: list[Sample] = []
         self.budget_steps: list[tuple[float, int, int, int]] = []
-        self.rejected: Counter[str] = Counter()
         self.in_system = 0
         self.per_key = [0] * len(self.labels)
         self.area = 0.0
         self.key_area = [0.0] * len(self.labels)
+        self.key_since = [0.0] * len(self.labels)
         self.last_change = 0.0
         self.end_time = 0.0
         self.arrivals_done = False
-        self.dirty = False
         limits = {}
         for spec in scenario.keys:
             for label in spec.labels():
                 limits[label] = (spec.rpm, spec.tpm)
-        self.checker = InvariantChecker(self.budget, limits) if check else None
+        self.checker = (
+            InvariantChecker(self.budget, limits, self.gateway.pool.keys) if check else None
+        )
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _advance(self) -> None:
+    def _move(self, key: int, delta: int) -> None:
+        """``delta`` requests enter (+1) or leave (-1) the system on key index ``key``.
+
+        The time integrals advance only for what changes: the total, and that one key (each
+        key's area is integrated from the last change of its own count).
+        """
         now = self.env.now
         span = now - self.last_change
         if span > 0:
             self.area += self.in_system * span
-            for i, n in enumerate(self.per_key):
-                if n:
-                    self.key_area[i] += n * span
             self.last_change = now
+        self.in_system += delta
+        n = self.per_key[key]
+        span = now - self.key_since[key]
+        if n and span > 0:
+            self.key_area[key] += n * span
+        self.key_since[key] = now
+        self.per_key[key] = n + delta
+
+    def _close_areas(self) -> None:
+        now = self.env.now
+        if now > self.last_change:
+            self.area += self.in_system * (now - self.last_change)
+            self.last_change = now
+        for i, n in enumerate(self.per_key):
+            if n and now > self.key_since[i]:
+                self.key_area[i] += n * (now - self.key_since[i])
+            self.key_since[i] = now
 
     def _budget_step(self) -> None:
-        s = self.budget.stats()
-        step = (self.env.now, s.used, s.spent, s.open_reserved)
-        if not self.budget_steps or self.budget_steps[-1][1:] != step[1:]:
-            self.budget_steps.append(step)
+        if not self.keep_records:
+            return
+        used, spent = self.budget.used, self.budget.spent
+        steps = self.budget_steps
+        if not steps or steps[-1][1] != used or steps[-1][2] != spent:
+            steps.append((self.env.now, used, spent, used - spent))
 
     # -- request life --------------------------------------------------------------------
 
@@ -172,57 +198,64 @@ class _Run:
             max_output_tokens=arrival.max_output_tokens,
             stream=arrival.stream,
         )
-        decision = self.gateway.admit(request, env.now)
-        self.dirty = True
-        self.end_time = max(self.end_time, env.now)
+        now = env.now
+        decision = self.gateway.admit(request, now)
+        if now > self.end_time:
+            self.end_time = now
+        checker = self.checker
         if isinstance(decision, gw.Rejection):
             reason = decision.reason.name
-            self.rejected[reason] += 1
-            if self.checker is not None and decision.reason is gw.RejectReason.BUDGET:
-                estimate = decision.estimate.cost if decision.estimate is not None else None
-                self.checker.refused(arrival.id, estimate)
-            self.records.append(
-                RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,
-                              "rejected", reason, None, None, env.now, None, None, "rejected")
-            )
-            self._budget_step()
+            self.tally.rejected(reason)
+            if checker is not None:
+                checker.touched(decision.key)
+                if decision.reason is gw.RejectReason.BUDGET:
+                    estimate = decision.estimate.cost if decision.estimate is not None else None
+                    checker.refused(arrival.id, estimate)
+            if self.keep_records:
+                self.records.append(
+                    RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens,
+                                  0, "rejected", reason, None, None, now, None, None, "rejected")
+                )
+                self._budget_step()
             return None
-        if self.checker is not None:
-            self.checker.admitted(arrival.id, decision.estimate.cost)
-        self._advance()
-        self.in_system += 1
-        self.per_key[self.key_index[decision.key_label]] += 1
+        if checker is not None:
+            checker.touched(decision.key)
+            checker.admitted(arrival.id, decision.estimate.cost)
+        self._move(decision.key, 1)
         self._budget_step()
         return env.process(self._serve(decision, arrival))
 
     def _serve(self, admission: Any, arrival: Arrival) -> Generator[simpy.Event, Any, None]:
         label = admission.key_label
         reply = yield from self.provider.serve(label, arrival)
-        settlement = self.gateway.finish(admission, _outcome(reply), self.env.now)
-        self.dirty = True
+        now = self.env.now
+        settlement = self.gateway.finish(admission, _outcome(reply), now)
         if self.checker is not None:
+            self.checker.touched(admission.key)
             self.checker.settled(arrival.id, settlement.charged)
-        self._advance()
-        self.in_system -= 1
-        self.per_key[self.key_index[label]] -= 1
-        self.end_time = max(self.end_time, self.env.now)
+        self._move(admission.key, -1)
+        if now > self.end_time:
+            self.end_time = now
         status = reply.kind if reply.kind != "http_error" else f"http_{reply.status}"
-        output = reply.usage.output_tokens if reply.usage is not None else 0
-        self.records.append(
-            RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, output,
-                          "admitted", None, label, reply.start, reply.end,
-                          admission.estimate.cost, settlement.charged, status)
-        )
-        self._budget_step()
+        self.tally.served(admission.key, status, arrival.time, reply.start, reply.end)
+        if self.keep_records:
+            output = reply.usage.output_tokens if reply.usage is not None else 0
+            self.records.append(
+                RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens,
+                              output, "admitted", None, label, reply.start, reply.end,
+                              admission.estimate.cost, settlement.charged, status)
+            )
+            self._budget_step()
 
     # -- processes -----------------------------------------------------------------------
 
     def open_source(self) -> Generator[simpy.Event, Any, None]:
+        env, arrive = self.env, self.arrive
         for arrival in open_arrivals(self.scenario, self.factory, self.arrival_rng):
-            delay = arrival.time - self.env.now
+            delay = arrival.time - env.now
             if delay > 0:
-                yield self.env.timeout(delay)
-            self.arrive(arrival)
+                yield env.timeout(delay)
+            arrive(arrival)
         self.arrivals_done = True
 
     def client(self) -> Generator[simpy.Event, Any, None]:
@@ -258,7 +291,7 @@ class _Run:
                     open_reserved=s.open_reserved,
                     inflight=tuple(self.per_key),
                     key_states=tuple(_key_state(st, now) for st in statuses),
-                    rejected=tuple(sorted(self.rejected.items())),
+                    rejected=tuple(sorted(self.tally.reasons.items())),
                 )
             )
             if self.arrivals_done and self.in_system == 0:
@@ -285,14 +318,12 @@ class _Run:
                 break
             events += 1
             if checker is not None:
-                statuses = self.gateway.key_status(env.now) if self.dirty else None
-                self.dirty = False
-                checker.check(events, env.now, statuses)
+                checker.check(events, env.now)
             if progress is not None and events % _PROGRESS_EVERY == 0:
                 progress(min(env.now / horizon, 1.0))
         if checker is not None:
             checker.at_end(events, env.now)
-        self._advance()
+        self._close_areas()
         if progress is not None:
             progress(1.0)
         gateway_stats = _plain(self.gateway.stats())
@@ -312,6 +343,7 @@ class _Run:
             findings=tuple(checker.findings) if checker is not None else (),
             events=events,
             checked=checker is not None,
+            tally=self.tally,
         )
 
 
@@ -320,11 +352,14 @@ def run(
     seed: int | None = None,
     *,
     check: bool = True,
+    keep_records: bool | None = None,
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Simulate ``scenario`` with ``seed`` (default: the scenario's own seed).
 
-    Deterministic: the same scenario and seed give the same result.
+    Deterministic: the same scenario and seed give the same result. ``keep_records``
+    (default: the scenario's ``records``) keeps per-request records and the budget steps;
+    without them the metrics are the same (they come from the run's `Tally`).
 
     Raises:
         InvariantViolation: the checker found a violation (names event number, time, state).
@@ -332,4 +367,5 @@ def run(
         ConfigError: a bad gateway, price or policy setting.
     """
     chosen = scenario.seed if seed is None else seed
-    return _Run(scenario, chosen, check).execute(progress)
+    keep = scenario.records if keep_records is None else keep_records
+    return _Run(scenario, chosen, check, keep).execute(progress)

@@ -20,8 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import simpy
 
@@ -34,9 +33,8 @@ __all__ = ["Provider", "ProviderReply"]
 WINDOW = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderReply:
-    """What came back: ``kind`` is ok, http_error, timeout or cancelled.
+class ProviderReply(NamedTuple):
+    """What came back: ``kind`` is ok, http_error, timeout or cancelled (one per request).
 
     A cancelled stream carries the partial usage delivered before the cancel.
 
@@ -76,6 +74,7 @@ class Provider:
         self._faults: dict[str, list[FaultSpec]] = {}
         for fault in scenario.faults:
             self._faults.setdefault(fault.key, []).append(fault)
+        self._limited = self._spec.rpm is not None or self._spec.tpm is not None
         labels = scenario.key_labels()
         self._windows = {label: _KeyWindow() for label in labels}
         self._slots: dict[str, simpy.Resource] = {}
@@ -85,6 +84,8 @@ class Provider:
             }
 
     def _fault(self, key: str, arrival: Arrival, now: float) -> FaultSpec | None:
+        if not self._faults:
+            return None
         for fault in self._faults.get(key, ()):
             if fault.start <= now < fault.end and arrival.draw < fault.rate:
                 return fault
@@ -92,9 +93,9 @@ class Provider:
 
     def _rate_limited(self, key: str, arrival: Arrival, now: float) -> float | None:
         """Seconds to wait if the provider's own limits refuse the request, else ``None``."""
-        spec = self._spec
-        if spec.rpm is None and spec.tpm is None:
+        if not self._limited:
             return None
+        spec = self._spec
         window = self._windows[key]
         window.prune(now)
         tokens = arrival.prompt_tokens + arrival.max_output_tokens

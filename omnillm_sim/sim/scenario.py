@@ -208,6 +208,8 @@ class Scenario:
 
     ``duration`` is how long arrivals are generated (a trace ends earlier if it is shorter);
     the run then drains the requests in flight. ``question`` is the file's leading comment.
+    ``records = false`` keeps no per-request records (nor the budget step timeline), so memory
+    does not grow with the number of requests; every aggregate is still computed exactly.
     """
 
     name: str
@@ -218,6 +220,7 @@ class Scenario:
     duration: float = 600.0
     max_requests: int | None = None
     sample_interval: float | None = None
+    records: bool = True
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     keys: tuple[KeySpec, ...] = (KeySpec(label="key"),)
     budget: BudgetSpec = field(default_factory=BudgetSpec)
@@ -350,6 +353,12 @@ def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
         return parse(value)
 
     return wrapped
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(value)
+    return value
 
 
 def _positive_duration(value: object) -> float:
@@ -549,8 +558,8 @@ def scenario_from_dict(
         ScenarioError: a missing, unknown or invalid key (the message names the key path).
     """
     root = _Table(dict(data), source, "", (
-        "name", "description", "seed", "duration", "max_requests", "sample_interval", "gateway",
-        "keys", "budget", "prices", "requests", "workload", "provider", "faults",
+        "name", "description", "seed", "duration", "max_requests", "sample_interval", "records",
+        "gateway", "keys", "budget", "prices", "requests", "workload", "provider", "faults",
     ))
     base = base or Path.cwd()
     gw = root.sub("gateway", ("policy", "strategy", "attempt_cap", "breaker_threshold",
@@ -637,6 +646,7 @@ def scenario_from_dict(
         sample_interval=root.get(
             "sample_interval", _optional(_positive_duration), DURATION_EXPECTED, None
         ),
+        records=root.get("records", _boolean, "true or false", True),
         gateway=gateway,
         keys=keys,
         budget=budget,
