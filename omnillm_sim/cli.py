@@ -105,6 +105,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, out: bool = True) -> No
                             help="report folder (default: reports/<name>)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the invariant checker after every event (faster)")
+    parser.add_argument("--no-records", action="store_true",
+                        help="keep no per-request records (memory stays flat on long runs; "
+                        "same metrics; like records = false in the scenario)")
     parser.add_argument("--no-charts", action="store_true", help="write no PNG charts")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario key (dotted path, e.g. workload.rate=10/s)")
@@ -138,7 +141,8 @@ def _run_one(scenario: Any, args: argparse.Namespace) -> Any:
     from omnillm_sim.sim.engine import run
 
     with _progress(f"{scenario.name} [{scenario.gateway.policy}]") as bar:
-        return run(scenario, args.seed, check=not args.no_check, progress=bar)
+        return run(scenario, args.seed, check=not args.no_check,
+                   keep_records=False if args.no_records else None, progress=bar)
 
 
 def _print_result(result: Any) -> None:

@@ -61,7 +61,9 @@ def plot_spend(results: Sequence[RunResult], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.8))
     for i, r in enumerate(results):
         colour = _POLICY_COLOURS[i % len(_POLICY_COLOURS)]
-        steps = list(r.budget_steps)
+        steps = list(r.budget_steps) or [  # records off: the sampled budget instead
+            (smp.time, smp.used, smp.spent, smp.open_reserved) for smp in r.samples
+        ]
         if steps and steps[-1][0] < r.end_time:
             steps.append((r.end_time, *steps[-1][1:]))
         t = [s[0] for s in steps]
@@ -84,6 +86,24 @@ def plot_spend(results: Sequence[RunResult], path: Path) -> None:
     _save(fig, path)
 
 
+def _rejection_counts(r: RunResult, reason: str, bins: int, width: float) -> list[int]:
+    """Rejections for ``reason`` per time bin: by arrival time from the records, or (records
+    off) from the cumulative counts of the samples, by sample time."""
+    counts = [0] * bins
+    if r.records:
+        for rec in r.records:
+            if rec.reason == reason:
+                counts[min(int(rec.arrival / width), bins - 1)] += 1
+        return counts
+    before = 0
+    for smp in r.samples:
+        now = dict(smp.rejected).get(reason, 0)
+        counts[min(int(smp.time / width), bins - 1)] += now - before
+        before = now
+    counts[-1] += r.tally.reasons.get(reason, 0) - before
+    return counts
+
+
 def plot_rejections(results: Sequence[RunResult], path: Path) -> None:
     """Rejections per second over time, stacked by reason (one panel per policy)."""
     plt = _pyplot()
@@ -92,15 +112,12 @@ def plot_rejections(results: Sequence[RunResult], path: Path) -> None:
     end = max(max(r.end_time, r.scenario.duration) for r in results)
     bins = 60
     width = end / bins if end > 0 else 1.0
-    reasons = sorted({rec.reason for r in results for rec in r.records if rec.reason})
+    reasons = sorted({reason for r in results for reason in r.tally.reasons})
     for ax, r in zip(axes[:, 0], results, strict=True):
         bottom = [0.0] * bins
         centres = [(i + 0.5) * width for i in range(bins)]
         for reason in reasons:
-            counts = [0] * bins
-            for rec in r.records:
-                if rec.reason == reason:
-                    counts[min(int(rec.arrival / width), bins - 1)] += 1
+            counts = _rejection_counts(r, reason, bins, width)
             rates = [c / width for c in counts]
             ax.bar(centres, rates, width=width * 0.95, bottom=bottom, label=reason,
                    color=_REASON_COLOURS.get(reason, "#999999"))
@@ -124,8 +141,7 @@ def plot_latency_cdf(results: Sequence[RunResult], path: Path) -> None:
     drawn = False
     for i, r in enumerate(results):
         colour = _POLICY_COLOURS[i % len(_POLICY_COLOURS)]
-        lat = sorted(rec.end - rec.arrival for rec in r.records
-                     if rec.status == "ok" and rec.end is not None)
+        lat = r.tally.sorted_latencies()
         if not lat:
             continue
         drawn = True
