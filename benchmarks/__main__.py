@@ -10,10 +10,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bench_tracker, bench_verify
+from benchmarks import bench_io, bench_sim, bench_tracker, bench_verify
 from benchmarks.harness import Figure, Size, machine
 
-MODULES = [bench_tracker, bench_verify]
+MODULES = [bench_tracker, bench_sim, bench_io, bench_verify]
 
 
 def all_benchmarks() -> list[Callable[[Size], Figure]]:
@@ -29,7 +29,7 @@ def render(figures: Sequence[Figure]) -> str:
         target = f"{f.direction} {f.target:g}"
         lines.append(
             f"{f.name:<48} {f.ours:>9.4g}{f.unit:>2} {base:>11} {ratio:>7} {target:>13} "
-            f"{'PASS' if f.passed else 'MISS'}"
+            f"{'SKIP' if f.skipped else 'PASS' if f.passed else 'MISS'}"
         )
         if f.note:
             lines.append(f"    {f.note}")

@@ -38,6 +38,7 @@ class Figure:
     reps: int
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # not measured (e.g. its data is absent); ``note`` says why
 
     @property
     def ratio(self) -> float | None:
@@ -47,6 +48,8 @@ class Figure:
 
     @property
     def passed(self) -> bool:
+        if self.skipped:
+            return False
         if self.direction == "value<=":
             return self.ours <= self.target
         ratio = self.ratio

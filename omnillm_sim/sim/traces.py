@@ -16,17 +16,24 @@ Formats:
   ``output_tokens`` and optionally ``model``); ``time_unit`` is ``s``, ``ms`` or ``iso``.
 
 Rows must be in time order (a replay cannot go back in time).
+
+Speed: the ``azure`` reader converts blocks of about 64 KiB at a time with C-level ``map``
+calls (timestamps, token counts, order check, rows), which keeps it within about twice the
+time of `csv.reader` alone (``python -m benchmarks --only ingest``). A block that does not
+convert cleanly (a quote, a blank line, a bad value) is re-read row by row, so errors name the
+same line and rows before a bad one are still yielded first.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import operator
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 from omnillm_sim.errors import TraceError
 
@@ -43,9 +50,8 @@ BURSTGPT_HEADER = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TraceRow:
-    """One request of a trace; ``time`` is seconds since the first row."""
+class TraceRow(NamedTuple):
+    """One request of a trace; ``time`` is seconds since the first row (an immutable tuple)."""
 
     time: float
     prompt_tokens: int
@@ -101,12 +107,16 @@ class _Clock:
         return absolute - self.first
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of a CSV file, CRLF or LF, with or without a final newline."""
+def _open(path: Path) -> IO[str]:
     try:
-        handle = path.open("r", encoding="utf-8", newline="")
+        return path.open("r", encoding="utf-8", newline="")
     except OSError as exc:
         raise TraceError(str(path), 0, "<file>", "a readable trace file", exc.strerror) from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of a CSV file, CRLF or LF, with or without a final newline."""
+    handle = _open(path)
     with handle:
         reader = csv.reader(handle)
         try:
@@ -130,23 +140,122 @@ def _fields(path: str, line: int, fields: list[str], names: tuple[str, ...]) -> 
     return dict(zip(names, fields, strict=True))
 
 
+class _StampClock:
+    """Azure times: seconds since the first row, exact to the microsecond (datetime arithmetic).
+
+    A timestamp without a zone is read as UTC. ``first`` and ``last`` are kept naive in UTC.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+
+    def __call__(self, line: int, raw: str) -> float:
+        try:
+            stamp = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise TraceError(self.path, line, "TIMESTAMP", "an ISO 8601 timestamp", raw) from None
+        if stamp.tzinfo is not None:
+            stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+        if self.last is not None and stamp < self.last:
+            raise TraceError(
+                self.path, line, "TIMESTAMP", "a time >= the previous row's (sorted rows)", raw
+            )
+        self.last = stamp
+        if self.first is None:
+            self.first = stamp
+        return (stamp - self.first).total_seconds()
+
+
+_BLOCK_BYTES = 1 << 16
+_fromiso = datetime.fromisoformat
+_total_seconds = timedelta.total_seconds
+_new_row = tuple.__new__
+
+
+def _azure_block(lines: list[str], clock: _StampClock) -> list[TraceRow] | None:
+    """The rows of ``lines`` (no quotes), converted with C-level maps; ``None`` if any line
+    needs the row-by-row reader (which then words the error)."""
+    commas = list(map(str.count, lines, itertools.repeat(",")))
+    if min(commas) != 2 or max(commas) != 2:  # also catches blank lines
+        return None
+    # Every line has three fields: turn line ends into commas and split once.
+    text = "".join(lines).rstrip("\r\n")
+    flat = text.replace("\r\n", ",").replace("\n", ",").replace("\r", ",").split(",")
+    prompts, outputs = flat[1::3], flat[2::3]
+    if not all(map(str.isdecimal, prompts)) or not all(map(str.isdecimal, outputs)):
+        return None
+    try:
+        stamps = list(map(_fromiso, flat[0::3]))
+    except ValueError:
+        return None
+    if set(map(operator.attrgetter("tzinfo"), stamps)) != {None}:
+        return None
+    first = clock.first if clock.first is not None else stamps[0]
+    previous = [clock.last if clock.last is not None else first, *stamps[:-1]]
+    if not all(map(operator.le, previous, stamps)):
+        return None
+    clock.first, clock.last = first, stamps[-1]
+    times = map(_total_seconds, map(operator.sub, stamps, itertools.repeat(first)))
+    return list(map(_new_row, itertools.repeat(TraceRow), zip(
+        times, map(int, prompts), map(int, outputs),
+        itertools.repeat(None), itertools.repeat(False),
+    )))
+
+
+def _azure_rows(
+    name: str, lines: Iterable[str], clock: _StampClock, offset: int
+) -> Iterator[TraceRow]:
+    """Row by row, with exact errors; ``offset`` is the number of lines before ``lines``."""
+    reader = csv.reader(lines)
+    try:
+        for fields in reader:
+            if not fields:
+                continue
+            line = offset + reader.line_num
+            row = _fields(name, line, fields, AZURE_HEADER)
+            yield TraceRow(
+                time=clock(line, row["TIMESTAMP"]),
+                prompt_tokens=_tokens(name, line, "ContextTokens", row["ContextTokens"]),
+                output_tokens=_tokens(name, line, "GeneratedTokens", row["GeneratedTokens"]),
+            )
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise TraceError(name, offset + reader.line_num + 1, "<row>", "valid CSV",
+                         str(exc)) from None
+
+
 def _azure(path: Path) -> Iterator[TraceRow]:
     name = str(path)
-    rows = _csv_rows(path)
-    first = next(rows, None)
-    if first is None:
-        raise TraceError(name, 1, "<header>", ",".join(AZURE_HEADER), "an empty file")
-    _check_header(name, first[1], AZURE_HEADER)
-    clock = _Clock(name, "TIMESTAMP")
-    for line, fields in rows:
-        row = _fields(name, line, fields, AZURE_HEADER)
-        stamp = row["TIMESTAMP"]
-        absolute = _seconds(name, line, "TIMESTAMP", stamp, "iso")
-        yield TraceRow(
-            time=clock(line, absolute, stamp),
-            prompt_tokens=_tokens(name, line, "ContextTokens", row["ContextTokens"]),
-            output_tokens=_tokens(name, line, "GeneratedTokens", row["GeneratedTokens"]),
-        )
+    handle = _open(path)
+    with handle:
+        try:
+            head = handle.readline()
+        except UnicodeDecodeError as exc:
+            raise TraceError(name, 1, "<row>", "valid CSV", str(exc)) from None
+        header = next(csv.reader([head]), None) if head else None
+        if header is None:
+            raise TraceError(name, 1, "<header>", ",".join(AZURE_HEADER), "an empty file")
+        _check_header(name, header, AZURE_HEADER)
+        clock = _StampClock(name)
+        offset = 1
+        while True:
+            try:
+                lines = handle.readlines(_BLOCK_BYTES)
+            except UnicodeDecodeError as exc:
+                raise TraceError(name, offset + 1, "<row>", "valid CSV", str(exc)) from None
+            if not lines:
+                return
+            if any(map(operator.contains, lines, itertools.repeat('"'))):
+                # Quoted fields may span lines: read the rest with the csv module, row by row.
+                yield from _azure_rows(name, itertools.chain(lines, handle), clock, offset)
+                return
+            rows = _azure_block(lines, clock)
+            if rows is None:
+                yield from _azure_rows(name, lines, clock, offset)
+            else:
+                yield from rows
+            offset += len(lines)
 
 
 def _burstgpt(path: Path) -> Iterator[TraceRow]:

@@ -1,0 +1,195 @@
+"""Simulator speed: throughput against a minimal SimPy model, and a million-request run.
+
+Throughput is simulated requests per wall-clock second. The baseline is the least a SimPy model
+of the same traffic can do: the same Poisson arrival times (same rate, horizon and random
+stream as the scenario's), and per request one process that takes a `simpy.Resource` slot,
+holds it for one `timeout` and releases it. Its capacity is large enough that nothing queues,
+as in the scenario (the provider has no concurrency limit there).
+
+The million-request run happens in a child process (``python -m benchmarks.bench_sim
+million N``) so that its peak RSS is its own; the child reports its ``ru_maxrss`` (the same
+figure as ``VmHWM`` in /proc). ``RUSAGE_CHILDREN`` in the parent is not used: a forked child
+counts the parent's resident pages until it execs, so it over-reports.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import simpy
+
+from benchmarks.harness import Figure, Size, side_by_side
+from omnillm_sim.sim.engine import run
+from omnillm_sim.sim.scenario import Scenario, scenario_from_dict
+
+RATE = 40.0  # requests/s: 8 keys at 500 rpm carry 66/s, so most requests are admitted
+MEAN_SERVICE = 0.6 + 300 / 60  # the scenario's mean time to first token + output / speed
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def throughput_scenario(duration: float, *, records: bool = True) -> Scenario:
+    """8 keys, the omnillm-0.1.5 policy, a budget that never runs out, Poisson arrivals."""
+    return scenario_from_dict(
+        {
+            "seed": 7,
+            "duration": f"{duration}s",
+            "records": records,
+            "gateway": {"policy": "omnillm-0.1.5"},
+            "keys": [{"label": "key", "count": 8, "rpm": 500, "tpm": 90_000}],
+            "budget": {"limit": "1000000.00"},
+            "requests": {
+                "model": "gpt-4o",
+                "prompt_tokens": {"dist": "lognormal", "mean": 1200, "cv": 1.0},
+                "output_tokens": {"dist": "lognormal", "mean": 300, "cv": 0.8},
+                "max_output_tokens": 1024,
+            },
+            "workload": {"kind": "poisson", "rate": f"{RATE}/s"},
+            "provider": {
+                "ttft": {"dist": "lognormal", "mean": "0.6s", "cv": 0.5},
+                "tokens_per_second": 60,
+                "jitter": 0.2,
+            },
+        },
+        source="benchmarks/bench_sim.py",
+        name="throughput",
+    )
+
+
+def minimal_simpy(seed: int, rate: float, horizon: float) -> int:
+    """The baseline: same arrivals, one Resource request + one timeout each; returns the count."""
+    env = simpy.Environment()
+    slots = simpy.Resource(env, capacity=1_000_000)
+    arrivals = random.Random(f"{seed}/arrivals")  # the engine's arrival stream for this seed
+    services = random.Random(f"{seed}/services")
+    count = 0
+
+    def serve(duration: float) -> Any:
+        with slots.request() as slot:
+            yield slot
+            yield env.timeout(duration)
+
+    def source() -> Any:
+        nonlocal count
+        t = 0.0
+        while True:
+            t += arrivals.expovariate(rate)
+            if t >= horizon:
+                return
+            yield env.timeout(t - env.now)
+            count += 1
+            env.process(serve(services.expovariate(1.0 / MEAN_SERVICE)))
+
+    env.process(source())
+    env.run()
+    return count
+
+
+def _throughput(size: Size, check: bool) -> tuple[float, float, int, int]:
+    duration, reps = (5.0, 1) if size == "smoke" else (250.0, 5)
+    scenario = throughput_scenario(duration)
+    counts: dict[str, int] = {}
+
+    def ours() -> float:
+        start = time.perf_counter()
+        result = run(scenario, check=check)
+        elapsed = time.perf_counter() - start
+        counts["ours"] = result.metrics.arrivals
+        return result.metrics.arrivals / elapsed
+
+    def baseline() -> float:
+        start = time.perf_counter()
+        n = minimal_simpy(scenario.seed, RATE, duration)
+        elapsed = time.perf_counter() - start
+        counts["baseline"] = n
+        return n / elapsed
+
+    a, b = side_by_side(ours, baseline, reps)
+    return a, b, counts["ours"], reps
+
+
+def sim_throughput(size: Size) -> Figure:
+    ours, base, n, reps = _throughput(size, check=False)
+    return Figure(
+        "simulator throughput, checker off (req/s)",
+        ours,
+        base,
+        "/s",
+        "ratio>=",
+        0.35,
+        reps,
+        note=f"{n:,} requests per repetition, 8 keys, omnillm-0.1.5, Poisson {RATE:g}/s; "
+        "baseline: SimPy Resource + timeout per request",
+    )
+
+
+def sim_throughput_checked(size: Size) -> Figure:
+    ours, base, n, reps = _throughput(size, check=True)
+    return Figure(
+        "simulator throughput, checker on (req/s)",
+        ours,
+        base,
+        "/s",
+        "ratio>=",
+        0.25,
+        reps,
+        note=f"{n:,} requests per repetition; the invariant checker runs after every event",
+    )
+
+
+def million_child(requests: int) -> dict[str, float]:
+    """Run ``requests`` synthetic requests with records off; report wall time and peak RSS."""
+    scenario = throughput_scenario(requests / RATE, records=False)
+    start = time.perf_counter()
+    result = run(scenario, check=False)
+    elapsed = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "requests": result.metrics.arrivals,
+        "seconds": elapsed,
+        "peak_rss_mb": peak_kb / 1024,
+        "p99": result.metrics.p99 or 0.0,
+    }
+
+
+def million_run(size: Size) -> Figure:
+    requests = 20_000 if size == "smoke" else 1_000_000
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sim", "million", str(requests)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(proc.stdout)
+    return Figure(
+        f"{requests:,}-request run, records off: peak RSS (MB)",
+        info["peak_rss_mb"],
+        None,
+        "MB",
+        "value<=",
+        300.0,
+        1,
+        note=f"{int(info['requests']):,} requests simulated in {info['seconds']:.1f} s wall "
+        f"({info['requests'] / info['seconds']:,.0f} req/s), checker off, in a child process",
+        extra={"seconds": info["seconds"], "requests": info["requests"]},
+    )
+
+
+BENCHMARKS = [sim_throughput, sim_throughput_checked, million_run]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "million":
+        print(json.dumps(million_child(int(sys.argv[2]))))
+    else:
+        raise SystemExit("usage: python -m benchmarks.bench_sim million N")
