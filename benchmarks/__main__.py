@@ -10,10 +10,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bench_io, bench_sim, bench_tracker, bench_verify
+from benchmarks import bench_io, bench_plugin, bench_sim, bench_tracker, bench_verify
 from benchmarks.harness import Figure, Size, machine
 
-MODULES = [bench_tracker, bench_sim, bench_io, bench_verify]
+MODULES = [bench_tracker, bench_sim, bench_io, bench_plugin, bench_verify]
 
 
 def all_benchmarks() -> list[Callable[[Size], Figure]]:

@@ -1,0 +1,158 @@
+"""pytest plugin overhead: a large trivial suite, and one intercepted SDK request.
+
+Both figures run real ``pytest`` subprocesses in a scratch directory (its own ``pytest.ini``,
+so this project's configuration does not apply), alternating the plugin on (with a per-test
+and a session budget) and ``-p no:omnillm``:
+
+* suite: 2,000 trivial tests (one parametrised function); the time is the whole command's
+  wall time, pytest start-up included, as a user would see it;
+* request: one test sends non-streamed ``chat.completions.create`` calls with the real openai
+  client to the fake OpenAI server of ``tests/plugin/fakellm.py`` (a thread of this process,
+  on 127.0.0.1) and reports the median time per call after a warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Figure, Size, side_by_side
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_DIR = ROOT / "tests" / "plugin"
+ON = ["--llm-budget", "0.50", "--llm-session-budget", "100.00"]
+OFF = ["-p", "no:omnillm"]
+
+SUITE = """\
+import pytest
+
+
+@pytest.mark.parametrize("i", range({n}))
+def test_trivial(i):
+    assert i >= 0
+"""
+
+REQUESTS = """\
+import json
+import os
+import statistics
+import time
+
+import openai
+
+
+def test_requests():
+    client = openai.OpenAI(base_url=os.environ["FAKE_LLM_URL"] + "/v1", api_key="k",
+                           max_retries=0)
+    messages = [{{"role": "user", "content": "Summarise the benchmark in one line."}}]
+    times = []
+    for i in range({warm} + {n}):
+        start = time.perf_counter()
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages,
+                                               max_tokens=64)
+        if i >= {warm}:
+            times.append(time.perf_counter() - start)
+        assert reply.choices
+    with open(os.environ["BENCH_OUT"], "w") as fh:
+        json.dump(statistics.median(times), fh)
+"""
+
+
+def _available() -> str | None:
+    """Why the plugin figures cannot run here, or ``None``."""
+    if not (FAKE_DIR / "fakellm.py").exists():
+        return "skipped: the plugin's fake server (tests/plugin/fakellm.py) is absent"
+    return None
+
+
+@contextmanager
+def _fake_server() -> Iterator[Any]:
+    sys.path.insert(0, str(FAKE_DIR))
+    try:
+        from fakellm import FakeLLM  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(FAKE_DIR))
+    server = FakeLLM()
+    # The fake server writes headers and body separately; without TCP_NODELAY each reply waits
+    # ~40 ms for the client's delayed ACK (Nagle), which would swamp what is measured here.
+    accept = server._server.get_request
+
+    def get_request() -> tuple[socket.socket, Any]:
+        conn, addr = accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
+
+    server._server.get_request = get_request
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _pytest(where: Path, args: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "-p", "no:randomly", *args],
+        cwd=where, capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"pytest {' '.join(args)} failed:\n{proc.stdout[-2000:]}"
+                           f"{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def _scratch(tmp: str, name: str, text: str) -> Path:
+    where = Path(tmp)
+    (where / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (where / name).write_text(text, encoding="utf-8")
+    return where
+
+
+def plugin_suite(size: Size) -> Figure:
+    name = "pytest plugin: 2,000 trivial tests, on vs off"
+    why = _available()
+    if why:
+        return Figure(name, 0.0, None, "s", "ratio<=", 1.10, 0, note=why, skipped=True)
+    n, reps = (50, 1) if size == "smoke" else (2_000, 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        where = _scratch(tmp, "test_trivial.py", SUITE.format(n=n))
+        ours, base = side_by_side(lambda: _pytest(where, ON), lambda: _pytest(where, OFF), reps)
+    return Figure(name, ours, base, "s", "ratio<=", 1.10, reps,
+                  note=f"{n:,} tests; whole pytest command incl. start-up; on = "
+                  f"{' '.join(ON)}, off = {' '.join(OFF)}")
+
+
+def plugin_request(size: Size) -> Figure:
+    name = "pytest plugin: openai chat request, on vs off"
+    why = _available()
+    if why:
+        return Figure(name, 0.0, None, "ms", "ratio<=", 1.20, 0, note=why, skipped=True)
+    n, warm, reps = (5, 2, 1) if size == "smoke" else (300, 30, 5)
+    with tempfile.TemporaryDirectory() as tmp, _fake_server() as server:
+        where = _scratch(tmp, "test_requests.py", REQUESTS.format(n=n, warm=warm))
+        out = where / "per-request.json"
+        env = {"FAKE_LLM_URL": server.url, "BENCH_OUT": str(out)}
+
+        def per_request(args: list[str]) -> float:
+            _pytest(where, args, env)
+            return float(json.loads(out.read_text())) * 1000.0
+
+        ours, base = side_by_side(lambda: per_request(ON), lambda: per_request(OFF), reps)
+    return Figure(name, ours, base, "ms", "ratio<=", 1.20, reps,
+                  note=f"median of {n} non-streamed calls per run after {warm} warm-up, "
+                  "openai client -> fake server on 127.0.0.1")
+
+
+BENCHMARKS = [plugin_suite, plugin_request]
