@@ -95,7 +95,7 @@ def minimal_simpy(seed: int, rate: float, horizon: float) -> int:
 
 
 def _throughput(size: Size, check: bool) -> tuple[float, float, int, int]:
-    duration, reps = (5.0, 1) if size == "smoke" else (250.0, 5)
+    duration, reps = (5.0, 1) if size == "smoke" else (250.0, 7)
     scenario = throughput_scenario(duration)
     counts: dict[str, int] = {}
 

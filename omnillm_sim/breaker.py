@@ -43,6 +43,9 @@ class Ticket:
     probe: bool = False
 
 
+_EPOCH_ZERO = Ticket(0)
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerStats:
     """Counters of one breaker. ``trips`` counts closed/half-open -> open transitions."""
@@ -118,7 +121,7 @@ class FaithfulBreaker:
 
     def acquire(self, now: float) -> Ticket:
         """A call starts; the faithful breaker keeps no per-call state."""
-        return Ticket(0)
+        return _EPOCH_ZERO  # immutable: one shared instance (acquire is on the hot path)
 
     def record_success(self, ticket: Ticket, now: float) -> None:
         """``report_success``: reset the count; a running cooldown stays."""

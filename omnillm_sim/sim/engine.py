@@ -40,6 +40,7 @@ ProgressFn = Callable[[float], None]
 """Called now and then with the fraction of the arrival horizon simulated so far."""
 
 _PROGRESS_EVERY = 2_000
+_new = tuple.__new__  # RequestRecord._make without a Python frame (one record per request)
 
 
 def build_gateway(scenario: Scenario, rng: random.Random) -> gw.Gateway:
@@ -212,10 +213,10 @@ class _Run:
                     estimate = decision.estimate.cost if decision.estimate is not None else None
                     checker.refused(arrival.id, estimate)
             if self.keep_records:
-                self.records.append(
-                    RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens,
-                                  0, "rejected", reason, None, None, now, None, None, "rejected")
-                )
+                self.records.append(_new(RequestRecord, (
+                    arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,
+                    "rejected", reason, None, None, now, None, None, "rejected",
+                )))
                 self._budget_step()
             return None
         if checker is not None:
@@ -240,11 +241,11 @@ class _Run:
         self.tally.served(admission.key, status, arrival.time, reply.start, reply.end)
         if self.keep_records:
             output = reply.usage.output_tokens if reply.usage is not None else 0
-            self.records.append(
-                RequestRecord(arrival.id, arrival.time, arrival.model, arrival.prompt_tokens,
-                              output, "admitted", None, label, reply.start, reply.end,
-                              admission.estimate.cost, settlement.charged, status)
-            )
+            self.records.append(_new(RequestRecord, (
+                arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, output,
+                "admitted", None, label, reply.start, reply.end, admission.estimate.cost,
+                settlement.charged, status,
+            )))
             self._budget_step()
 
     # -- processes -----------------------------------------------------------------------
@@ -311,9 +312,10 @@ class _Run:
         checker = self.checker
         horizon = self.scenario.duration
         events = 0
+        step = env.step
         while True:
             try:
-                env.step()
+                step()
             except simpy.core.EmptySchedule:
                 break
             events += 1

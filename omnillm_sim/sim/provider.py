@@ -31,6 +31,7 @@ from omnillm_sim.sim.workloads import Arrival
 __all__ = ["Provider", "ProviderReply"]
 
 WINDOW = 60.0
+_new = tuple.__new__
 
 
 class ProviderReply(NamedTuple):
@@ -163,8 +164,9 @@ class Provider:
                 yield env.timeout(deadline - start)
                 return ProviderReply("timeout", start, env.now)
             yield env.timeout(service)
-            usage = Usage(input_tokens=arrival.prompt_tokens, output_tokens=output)
-            return ProviderReply("ok", start, env.now, 200, usage=usage)
+            usage = Usage(arrival.prompt_tokens, output)
+            # The common reply, built as ProviderReply._make does (no Python frame).
+            return _new(ProviderReply, ("ok", start, env.now, 200, None, usage))
         finally:
             if slots is not None and request is not None:
                 slots.release(request)

@@ -22,6 +22,8 @@ from omnillm_sim.sim.traces import read_trace
 
 __all__ = ["Arrival", "RequestFactory", "open_arrivals"]
 
+_new = tuple.__new__
+
 
 class Arrival(NamedTuple):
     """A request as the client sends it, with the provider-side draws made up front.
@@ -83,21 +85,22 @@ class RequestFactory:
         service = self._provider.service.sample(rng) if self._provider.service else None
         jitter = 1.0 + self._provider.jitter * (2.0 * jitter_u - 1.0)
         self._next_id += 1
-        return Arrival(
-            id=self._next_id,
-            time=time,
-            model=model or spec.model,
-            prompt_tokens=max(1, prompt_tokens) if prompt_tokens is not None else drawn_prompt,
-            output_tokens=output_tokens if output_tokens is not None else drawn_output,
-            max_output_tokens=spec.max_output_tokens,
-            stream=stream,
-            draw=draw,
-            jitter=jitter,
-            ttft=ttft,
-            service=service,
-            cancel_at=cancel_at if cancel else None,
-            failed=failed,
-        )
+        # tuple.__new__ is what Arrival._make does, without a Python frame (one per request).
+        return _new(Arrival, (
+            self._next_id,  # id
+            time,  # time
+            model or spec.model,  # model
+            max(1, prompt_tokens) if prompt_tokens is not None else drawn_prompt,  # prompt_tokens
+            output_tokens if output_tokens is not None else drawn_output,  # output_tokens
+            spec.max_output_tokens,  # max_output_tokens
+            stream,  # stream
+            draw,  # draw
+            jitter,  # jitter
+            ttft,  # ttft
+            service,  # service
+            cancel_at if cancel else None,  # cancel_at
+            failed,  # failed
+        ))
 
     @property
     def made(self) -> int:
