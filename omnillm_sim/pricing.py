@@ -69,10 +69,11 @@ class Usage:
     cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
-        counts = (self.input_tokens, self.output_tokens, self.cache_read_tokens,
-                  self.cache_write_tokens, self.cache_write_1h_tokens)
+        i, o, r = self.input_tokens, self.output_tokens, self.cache_read_tokens
+        w, h = self.cache_write_tokens, self.cache_write_1h_tokens
         # Hot path (one Usage per simulated reply): one test when every count is a plain int.
-        if all(type(c) is int for c in counts) and min(counts) >= 0:
+        if (type(i) is int and type(o) is int and type(r) is int and type(w) is int
+                and type(h) is int and i >= 0 and o >= 0 and r >= 0 and w >= 0 and h >= 0):
             return
         non_negative_int("input_tokens", self.input_tokens)
         non_negative_int("output_tokens", self.output_tokens)
