@@ -120,11 +120,11 @@ def _scratch(tmp: str, name: str, text: str) -> Path:
 
 
 def plugin_suite(size: Size) -> Figure:
-    name = "pytest plugin: 2,000 trivial tests, on vs off"
+    n, reps = (50, 1) if size == "smoke" else (2_000, 5)
+    name = f"pytest plugin: {n:,} trivial tests, on vs off"
     why = _available()
     if why:
         return Figure(name, 0.0, None, "s", "ratio<=", 1.10, 0, note=why, skipped=True)
-    n, reps = (50, 1) if size == "smoke" else (2_000, 5)
     with tempfile.TemporaryDirectory() as tmp:
         where = _scratch(tmp, "test_trivial.py", SUITE.format(n=n))
         ours, base = side_by_side(lambda: _pytest(where, ON), lambda: _pytest(where, OFF), reps)

@@ -345,11 +345,16 @@ def _micros_per_m(value: Decimal) -> int:
 
 
 def _genai_resolver(as_of: datetime) -> Callable[[str], ModelPrice | None]:
-    from genai_prices import data_snapshot, types
-
-    snapshot = data_snapshot.get_snapshot()
+    # genai-prices (and pydantic) take ~0.15 s to import and load: only on the first lookup, so
+    # a table that is never asked (a test suite that makes no LLM call) costs nothing.
+    loaded: list[Any] = []
 
     def resolve(model: str) -> ModelPrice | None:
+        from genai_prices import data_snapshot, types
+
+        if not loaded:  # a race only loads the same snapshot twice
+            loaded.append(data_snapshot.get_snapshot())
+        snapshot = loaded[0]
         try:
             provider, info = snapshot.find_provider_model(model, None, None, None)
         except LookupError:
