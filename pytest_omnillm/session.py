@@ -36,7 +36,6 @@ from omnillm_sim.errors import (
 from omnillm_sim.estimate import Estimate, Estimator, get_estimator
 from omnillm_sim.money import MicroDollar, format_usd
 from omnillm_sim.pricing import PriceTable, Usage
-from omnillm_sim.verify.machines import check_budget_invariants
 from pytest_omnillm.adapters import UsageParseError, UsageReader, parse_request
 from pytest_omnillm.intercept import RequestInfo
 from pytest_omnillm.settings import Budget
@@ -446,6 +445,10 @@ def check_test(test: TestBudget, *, final: bool) -> list[str]:
     went above the limit because a request cost more than its estimate) names every request
     whose actual cost exceeded its estimate, and by how much.
     """
+    # Imported here: the module also holds Hypothesis state machines, whose import every
+    # pytest start-up would otherwise pay.
+    from omnillm_sim.verify.machines import check_budget_invariants
+
     problems: list[str] = []
     s = test.tracker.stats()
     try:

@@ -15,7 +15,8 @@ import json, sys
 import pytest_omnillm.plugin
 from omnillm_sim.pricing import catalogue
 table = catalogue("current")
-before = {m: m in sys.modules for m in ("genai_prices", "omnillm_sim.verify.seed_api")}
+before = {m: m in sys.modules for m in ("genai_prices", "omnillm_sim.verify.seed_api",
+                                       "hypothesis.stateful")}
 price = table.price("gpt-4o-mini")
 from pytest_omnillm import check_tracker
 after = {m: m in sys.modules for m in ("genai_prices", "omnillm_sim.verify.seed_api")}
@@ -28,7 +29,8 @@ def test_prices_and_check_tracker_load_on_first_use() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                          check=True).stdout
     seen = json.loads(out)
-    assert seen["before"] == {"genai_prices": False, "omnillm_sim.verify.seed_api": False}
+    assert seen["before"] == {"genai_prices": False, "omnillm_sim.verify.seed_api": False,
+                              "hypothesis.stateful": False}
     assert seen["after"] == {"genai_prices": True, "omnillm_sim.verify.seed_api": True}
     assert seen["input"] > 0 and seen["check_tracker"] == "omnillm_sim.verify.seed_api"
 
