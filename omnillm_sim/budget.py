@@ -30,10 +30,21 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from omnillm_sim.errors import BudgetExceeded, InvalidValueError, ReservationStateError
+from omnillm_sim.errors import (
+    BudgetExceeded,
+    InvalidValueError,
+    InvariantViolation,
+    ReservationStateError,
+)
 from omnillm_sim.money import U64_MAX, MicroDollar, UsdLike, micro_to_usd, usd_to_micro
 
-__all__ = ["BudgetStats", "BudgetTracker", "Reservation", "ReservationState"]
+__all__ = [
+    "BudgetStats",
+    "BudgetTracker",
+    "Reservation",
+    "ReservationState",
+    "check_budget_invariants",
+]
 
 ReservationState = Literal["open", "settled", "released"]
 
@@ -387,4 +398,24 @@ class BudgetTracker:
         return (
             f"<BudgetTracker {self.name!r} limit={limit} used={self._used}"
             f" open={self._open_count}/{self._used - self._spent}>"
+        )
+
+
+def check_budget_invariants(
+    *,
+    used: int,
+    limit: int,
+    spent: int,
+    open_reserved: int,
+    underestimated: int,
+    all_within_estimate: bool,
+) -> None:
+    """Raise `InvariantViolation` if I1, I2 or I3 fails for these figures (micro-dollars)."""
+    if used != spent + open_reserved:
+        raise InvariantViolation("I1", f"used={used} != spent={spent} + open={open_reserved}")
+    if all_within_estimate and used > limit:
+        raise InvariantViolation("I2", f"used={used} > limit={limit} with no underestimate")
+    if used > limit + underestimated:
+        raise InvariantViolation(
+            "I3", f"used={used} > limit={limit} + underestimated={underestimated}"
         )

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from omnillm_sim.budget import BudgetStats, BudgetTracker
+from omnillm_sim.budget import BudgetStats, BudgetTracker, check_budget_invariants
 from omnillm_sim.errors import (
     BudgetExceeded,
     InvalidValueError,
@@ -451,10 +451,6 @@ def check_test(test: TestBudget, *, final: bool) -> list[str]:
         # makes spent > 0), so I1-I3 and I5 hold and there is no overshoot: skip the
         # snapshot. Most tests make no LLM call, and this runs twice per test.
         return []
-    # Imported here: the module also holds Hypothesis state machines, whose import every
-    # pytest start-up would otherwise pay.
-    from omnillm_sim.verify.machines import check_budget_invariants
-
     problems: list[str] = []
     s = test.tracker.stats()
     try:

@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 )
 
 from omnillm_sim.breaker import SafeBreaker
-from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.budget import BudgetTracker, check_budget_invariants
 from omnillm_sim.estimate import EstimateRequest, get_estimator
 from omnillm_sim.gateway import (
     Admission,
@@ -58,7 +58,6 @@ from omnillm_sim.gateway import (
 from omnillm_sim.keypool import STRATEGIES
 from omnillm_sim.policy import get_policy
 from omnillm_sim.pricing import Usage, catalogue
-from omnillm_sim.verify.machines import check_budget_invariants
 
 __all__ = ["GatewayMachine"]
 

@@ -20,33 +20,13 @@ from hypothesis.stateful import (
     rule,
 )
 
-from omnillm_sim.budget import BudgetTracker, Reservation
-from omnillm_sim.errors import BudgetExceeded, InvariantViolation, ReservationStateError
+from omnillm_sim.budget import BudgetTracker, Reservation, check_budget_invariants
+from omnillm_sim.errors import BudgetExceeded, ReservationStateError
 
 __all__ = ["TrackerMachine", "amounts", "check_budget_invariants"]
 
 amounts = st.integers(min_value=0, max_value=2_000_000)
 """Micro-dollar amounts around a limit of a few dollars, zero included."""
-
-
-def check_budget_invariants(
-    *,
-    used: int,
-    limit: int,
-    spent: int,
-    open_reserved: int,
-    underestimated: int,
-    all_within_estimate: bool,
-) -> None:
-    """Raise `InvariantViolation` if I1, I2 or I3 fails for these figures (micro-dollars)."""
-    if used != spent + open_reserved:
-        raise InvariantViolation("I1", f"used={used} != spent={spent} + open={open_reserved}")
-    if all_within_estimate and used > limit:
-        raise InvariantViolation("I2", f"used={used} > limit={limit} with no underestimate")
-    if used > limit + underestimated:
-        raise InvariantViolation(
-            "I3", f"used={used} > limit={limit} + underestimated={underestimated}"
-        )
 
 
 class TrackerMachine(RuleBasedStateMachine):
