@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,16 +81,6 @@ def _fake_server() -> Iterator[Any]:
     finally:
         sys.path.remove(str(FAKE_DIR))
     server = FakeLLM()
-    # The fake server writes headers and body separately; without TCP_NODELAY each reply waits
-    # ~40 ms for the client's delayed ACK (Nagle), which would swamp what is measured here.
-    accept = server._server.get_request
-
-    def get_request() -> tuple[socket.socket, Any]:
-        conn, addr = accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, addr
-
-    server._server.get_request = get_request
     try:
         yield server
     finally:
