@@ -4,9 +4,13 @@ Protocol: `allow` (may a call start now? consumes nothing), `acquire` (a call st
 a `Ticket` the caller hands back), then exactly one of `record_success`, `record_failure` or
 `record_ignored` (the call ended without saying anything about the key's health).
 
+Times are kept in integer microseconds inside (`omnillm_sim.timebase`); ``now`` and
+``open_until`` are float seconds at the API.
+
 * `FaithfulBreaker` — omnillm 0.1.5 (reference section 4): count consecutive failures in
-  completion order; at ``threshold`` open for ``cooldown`` seconds (``now + cooldown``,
-  overwriting any earlier deadline) and reset the count to 0. A success resets the count
+  completion order; at ``threshold`` open for ``cooldown`` seconds (``now + cooldown`` on the
+  crate's millisecond wall clock, both terms truncated to whole milliseconds, overwriting any
+  earlier deadline) and reset the count to 0. A success resets the count
   but not the cooldown. No half-open state: when the cooldown ends the key takes full
   traffic at once. Failures that complete while open still count (and can re-trip).
 * `SafeBreaker` — closed / open / half-open. After the cooldown at most ``probes`` calls
@@ -20,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from omnillm_sim.timebase import millisecond_deadline, to_micros, to_seconds
 from omnillm_sim.validate import positive_float, positive_int
 
 __all__ = [
@@ -86,6 +91,7 @@ class FaithfulBreaker:
 
     __slots__ = (
         "_cooldown",
+        "_cooldown_us",
         "_failures",
         "_ignored",
         "_last",
@@ -99,25 +105,32 @@ class FaithfulBreaker:
     def __init__(self, threshold: int = 5, cooldown: float = 30.0) -> None:
         self._threshold = positive_int("breaker_threshold", threshold)
         self._cooldown = positive_float("breaker_cooldown", cooldown)
+        self._cooldown_us = to_micros(self._cooldown, "breaker_cooldown")
         self.consecutive_failures = 0
-        self._open_until: float | None = None
-        self._last = float("-inf")
+        self._open_until: int | None = None  # microseconds, a whole millisecond
+        self._last = -(2**63)
         self._trips = self._successes = self._failures = self._ignored = 0
 
     @property
     def open_until(self) -> float | None:
         """The end of the current (or last) cooldown, ``None`` if it never tripped."""
-        return self._open_until
+        return None if self._open_until is None else to_seconds(self._open_until)
+
+    def _open_at(self, now: float) -> bool:
+        us = to_micros(now)
+        if us > self._last:
+            self._last = us
+        return self._open_until is not None and us < self._open_until
 
     def state(self, now: float) -> BreakerState:
         """``"open"`` during a cooldown, else ``"closed"`` (there is no half-open)."""
-        self._last = max(self._last, now)
-        return "open" if self._open_until is not None and now < self._open_until else "closed"
+        return "open" if self._open_at(now) else "closed"
 
     def allow(self, now: float) -> bool:
         """True unless a cooldown is running (``now >= open_until`` allows)."""
-        self._last = max(self._last, now)
-        return self._open_until is None or now >= self._open_until
+        if self._open_until is None:  # hot path: never tripped
+            return True
+        return not self._open_at(now)
 
     def acquire(self, now: float) -> Ticket:
         """A call starts; the faithful breaker keeps no per-call state."""
@@ -131,10 +144,13 @@ class FaithfulBreaker:
     def record_failure(self, ticket: Ticket, now: float) -> bool:
         """Count a failure; at ``threshold`` open until ``now + cooldown``. True if it tripped."""
         self._failures += 1
-        self._last = max(self._last, now)
+        us = to_micros(now)
+        if us > self._last:
+            self._last = us
         self.consecutive_failures += 1
         if self.consecutive_failures >= self._threshold:
-            self._open_until = now + self._cooldown  # a store: may extend a running cooldown
+            # a store (may extend a running cooldown), on the crate's millisecond wall clock
+            self._open_until = millisecond_deadline(us, self._cooldown_us)
             self.consecutive_failures = 0
             self._trips += 1
             return True
@@ -146,10 +162,11 @@ class FaithfulBreaker:
 
     def stats(self) -> BreakerStats:
         """Counters, ``state`` as of the latest ``now`` seen."""
+        open_now = self._open_until is not None and self._last < self._open_until
         return BreakerStats(
-            self.state(self._last),
+            "open" if open_now else "closed",
             self.consecutive_failures,
-            self._open_until,
+            self.open_until,
             self._trips,
             self._successes,
             self._failures,
@@ -160,7 +177,7 @@ class FaithfulBreaker:
     def __repr__(self) -> str:
         return (
             f"<FaithfulBreaker failures={self.consecutive_failures}/{self._threshold}"
-            f" open_until={self._open_until} trips={self._trips}>"
+            f" open_until={self.open_until} trips={self._trips}>"
         )
 
 
@@ -189,6 +206,7 @@ class SafeBreaker:
 
     __slots__ = (
         "_cooldown",
+        "_cooldown_us",
         "_epoch",
         "_failures",
         "_ignored",
@@ -207,9 +225,10 @@ class SafeBreaker:
         self._threshold = positive_int("breaker_threshold", threshold)
         self._cooldown = positive_float("breaker_cooldown", cooldown)
         self._probes = positive_int("half_open_probes", probes)
+        self._cooldown_us = to_micros(self._cooldown, "breaker_cooldown")
         self._state: BreakerState = "closed"
         self._epoch = 0
-        self._open_until: float | None = None
+        self._open_until: int | None = None  # microseconds
         self.consecutive_failures = 0
         self._probes_in_flight = 0
         self.peak_probes = 0
@@ -223,11 +242,17 @@ class SafeBreaker:
     @property
     def open_until(self) -> float | None:
         """The end of the current cooldown while open, else ``None``."""
-        return self._open_until if self._state == "open" else None
+        if self._state != "open" or self._open_until is None:
+            return None
+        return to_seconds(self._open_until)
 
     def state(self, now: float) -> BreakerState:
         """The state at ``now`` (an expired cooldown turns into half-open here)."""
-        if self._state == "open" and self._open_until is not None and now >= self._open_until:
+        if (
+            self._state == "open"
+            and self._open_until is not None
+            and to_micros(now) >= self._open_until
+        ):
             self._state = "half-open"
             self._epoch += 1
         return self._state
@@ -262,7 +287,7 @@ class SafeBreaker:
 
     def _open(self, now: float) -> None:
         self._state = "open"
-        self._open_until = now + self._cooldown
+        self._open_until = to_micros(now) + self._cooldown_us
         self._epoch += 1
         self.consecutive_failures = 0
         self._trips += 1

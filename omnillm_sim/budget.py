@@ -43,6 +43,7 @@ __all__ = [
     "BudgetTracker",
     "Reservation",
     "ReservationState",
+    "SeedBudgetTracker",
     "check_budget_invariants",
 ]
 
@@ -398,6 +399,139 @@ class BudgetTracker:
         return (
             f"<BudgetTracker {self.name!r} limit={limit} used={self._used}"
             f" open={self._open_count}/{self._used - self._spent}>"
+        )
+
+
+_U64 = 2**64
+
+
+class SeedBudgetTracker(BudgetTracker):
+    """omnillm's ``BudgetTracker`` to the bit: an ``AtomicU64`` that wraps (release build).
+
+    For the faithful policy's stream quirks (reference 8.1): ``try_reserve`` admits iff the
+    *wrapping* sum ``used + est`` is ``<= limit``; `settle` is the seed's unguarded
+    ``fetch_add``/``fetch_sub``, and `settle_again` is omnillm's second settle of one stream,
+    which the reference tracker refuses. A second refund larger than ``used`` wraps ``used`` to
+    about 2^64 µ$ (1.8e13 USD): from then on every reservation smaller than the deficit fails,
+    ``0`` included (a larger one wraps around again and is admitted, as ``cur + est`` does in
+    a release build; a debug build panics instead).
+
+    ``used`` is the ``u64`` counter; the counters of `stats` (spent, open reservations) are
+    kept exactly, and ``drift`` sums the second settles' ``actual - estimate``, so
+    ``used == (spent + open_reserved + drift) mod 2**64`` always holds. The handle API is not
+    offered: omnillm has none.
+    """
+
+    __slots__ = ("_drift", "_resettles")
+
+    def _init(self, limit: MicroDollar, name: str) -> None:
+        super()._init(limit, name)
+        self._drift = 0
+        self._resettles = 0
+
+    @property
+    def used(self) -> MicroDollar:
+        """The seed's ``u64`` counter, in micro-dollars."""
+        return self._used % _U64
+
+    @property
+    def drift(self) -> int:
+        """Sum of ``actual - estimate`` over second settles (negative: refunded twice)."""
+        return self._drift
+
+    @property
+    def resettles(self) -> int:
+        """How many second settles happened."""
+        return self._resettles
+
+    @property
+    def wrapped(self) -> bool:
+        """True while the counter sits below zero, i.e. wrapped to near 2^64."""
+        return self._used < 0
+
+    def remaining(self) -> MicroDollar:
+        """``limit.saturating_sub(used)`` on the ``u64`` counter."""
+        return max(self._limit - self._used % _U64, 0)
+
+    def used_usd(self) -> float:
+        """``used`` in USD (about 1.8e13 after a wrap)."""
+        return micro_to_usd(self._used % _U64)
+
+    def stats(self) -> BudgetStats:
+        """Counters; ``used`` is the ``u64`` counter, ``open_reserved`` the open estimates."""
+        with self._lock:
+            return BudgetStats(
+                limit=self._limit,
+                used=self._used % _U64,
+                spent=self._spent,
+                open_reserved=self._used - self._spent - self._drift,
+                open_count=self._open_count,
+                peak_used=self._peak_used,
+                overshoot=self._overshoot,
+                admitted=self._settled + self._released + self._open_count,
+                rejected=self._rejected,
+                settled=self._settled,
+                released=self._released,
+                underestimated=self._underestimated,
+            )
+
+    def _admit(self, estimated: MicroDollar) -> bool:
+        if (self._used + estimated) % _U64 > self._limit:  # `cur + estimated` wraps
+            self._rejected += 1
+            return False
+        self._used += estimated
+        self._open_count += 1
+        self._peak(self._used % _U64)
+        return True
+
+    def _peak(self, used: int) -> None:
+        if used > self._peak_used:
+            self._peak_used = used
+        if used - self._limit > self._overshoot:
+            self._overshoot = used - self._limit
+
+    def try_reserve(self, estimated: MicroDollar) -> bool:
+        """The seed's CAS loop: admit iff ``(used + estimated) mod 2**64 <= limit``."""
+        _check_amount("estimated", estimated)
+        with self._lock:
+            return self._admit(estimated)
+
+    def settle(self, estimated: MicroDollar, actual: MicroDollar) -> None:
+        """The seed's settle: ``used += actual - estimated`` (wrapping), never refused."""
+        _check_amount("estimated", estimated)
+        _check_amount("actual", actual)
+        with self._lock:
+            self._used += actual - estimated
+            self._spent += actual
+            self._open_count -= 1
+            self._settled += 1
+            if actual > estimated:
+                self._underestimated += actual - estimated
+            self._peak(self._used % _U64)
+
+    def settle_again(self, estimated: MicroDollar, actual: MicroDollar) -> None:
+        """omnillm's second settle of a stream already settled: ``used`` moves again."""
+        _check_amount("estimated", estimated)
+        _check_amount("actual", actual)
+        with self._lock:
+            self._used += actual - estimated
+            self._drift += actual - estimated
+            self._resettles += 1
+            self._peak(self._used % _U64)
+
+    def reserve(self, estimated: MicroDollar, *, label: str = "") -> Reservation:
+        """Not offered: omnillm has no reservation handles.
+
+        Raises:
+            TypeError: always.
+        """
+        raise TypeError("SeedBudgetTracker has the seed API only (try_reserve / settle)")
+
+    def __repr__(self) -> str:
+        wrapped = " WRAPPED" if self._used < 0 else ""
+        return (
+            f"<SeedBudgetTracker {self.name!r} limit={self._limit} used={self._used % _U64}"
+            f"{wrapped} open={self._open_count} drift={self._drift}>"
         )
 
 

@@ -32,12 +32,14 @@ checks and every behaviour in which the two differ:
 from __future__ import annotations
 
 import enum
+import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from omnillm_sim.breaker import Ticket
-from omnillm_sim.budget import BudgetStats, BudgetTracker, Reservation
+from omnillm_sim.budget import BudgetStats, BudgetTracker, Reservation, SeedBudgetTracker
 from omnillm_sim.errors import (
     BudgetExceeded,
     ConfigError,
@@ -74,8 +76,12 @@ __all__ = [
     "Request",
     "Settlement",
     "cancelled",
+    "completed_then_cancelled",
     "http_error",
     "ok",
+    "omnillm_retry_after",
+    "seconds_retry_after",
+    "stream_abandoned",
     "stream_dropped",
     "timeout",
 ]
@@ -126,35 +132,48 @@ class RejectReason(enum.Enum):
     RATE_LIMITED = "rate-limited"
 
 
-OutcomeKind = Literal["ok", "http_error", "timeout", "cancelled", "stream_dropped"]
+OutcomeKind = Literal[
+    "ok",
+    "http_error",
+    "timeout",
+    "cancelled",
+    "stream_dropped",
+    "stream_abandoned",
+    "completed_then_cancelled",
+]
+_KINDS = frozenset(OutcomeKind.__args__)  # type: ignore[attr-defined]
+_STREAM_ONLY = frozenset(("stream_dropped", "stream_abandoned", "completed_then_cancelled"))
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How an admitted call ended. Build it with `ok`, `http_error`, `timeout`, `cancelled`
-    or `stream_dropped`.
+    """How an admitted call ended. Build it with `ok`, `http_error`, `timeout`, `cancelled`,
+    `stream_dropped`, `stream_abandoned` or `completed_then_cancelled`.
+
+    ``retry_after`` is the raw ``retry-after`` header (a string; each policy parses it its own
+    way) or a number of seconds.
 
     Raises:
-        InvalidValueError: a status outside 400-599, a negative or non-finite retry_after,
-            a usage that is not a `Usage`.
+        InvalidValueError: a status outside 400-599, a negative or non-finite numeric
+            retry_after, a usage that is not a `Usage`.
     """
 
     kind: OutcomeKind
     usage: Usage | None = None
     status: int | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ok", "http_error", "timeout", "cancelled", "stream_dropped"):
+        if self.kind not in _KINDS:
             raise InvalidValueError("kind", self.kind, "is not an outcome kind")
         if self.usage is not None and not isinstance(self.usage, Usage):
             raise InvalidValueError("usage", self.usage, "must be a Usage")
-        if self.kind == "ok" and self.usage is None:
-            raise InvalidValueError("usage", None, "is required for ok()")
+        if self.kind in ("ok", "completed_then_cancelled") and self.usage is None:
+            raise InvalidValueError("usage", None, f"is required for {self.kind}()")
         if self.kind == "http_error":
             if type(self.status) is not int or not 400 <= self.status <= 599:
                 raise InvalidValueError("status", self.status, "must be an HTTP error 400-599")
-            if self.retry_after is not None:
+            if self.retry_after is not None and not isinstance(self.retry_after, str):
                 non_negative_float("retry_after", self.retry_after)
 
 
@@ -163,8 +182,12 @@ def ok(usage: Usage) -> Outcome:
     return Outcome("ok", usage)
 
 
-def http_error(status: int, retry_after: float | None = None) -> Outcome:
-    """The provider answered ``status`` (400-599); ``retry_after`` in seconds for a 429."""
+def http_error(status: int, retry_after: float | str | None = None) -> Outcome:
+    """The provider answered ``status`` (400-599).
+
+    ``retry_after``: the raw ``retry-after`` header string (``"7"``, ``"2.0"``; parsed by the
+    policy, see `omnillm_retry_after` and `seconds_retry_after`) or seconds as a number.
+    """
     return Outcome("http_error", status=status, retry_after=retry_after)
 
 
@@ -181,6 +204,49 @@ def cancelled(partial_usage: Usage | None = None) -> Outcome:
 def stream_dropped(partial_usage: Usage | None) -> Outcome:
     """A streamed call failed mid-way; ``partial_usage`` if a usage report was seen."""
     return Outcome("stream_dropped", partial_usage)
+
+
+def stream_abandoned(partial_usage: Usage | None = None) -> Outcome:
+    """The caller dropped a stream before its end, without cancelling.
+
+    omnillm never settles it: the estimate stays reserved for good and the key gets no report
+    (reference 8.2); the safe policy settles it once, at the usage seen or else the estimate.
+    """
+    return Outcome("stream_abandoned", partial_usage)
+
+
+def completed_then_cancelled(usage: Usage) -> Outcome:
+    """A stream reached ``Completed`` (settled on ``usage``) and then the caller's cancel landed.
+
+    omnillm settles a second time with the same usage (reference 8.1): a second refund of
+    ``estimate - actual`` that can wrap its ``u64`` counter; the safe policy settles once.
+    """
+    return Outcome("completed_then_cancelled", usage)
+
+
+_U64_MAX = 2**64 - 1
+_WHOLE_SECONDS = re.compile(r"\+?[0-9]+")
+_DECIMAL_SECONDS = re.compile(r"\s*\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+
+
+def omnillm_retry_after(header: str | None) -> float:
+    """omnillm's reading of a ``retry-after`` header: ``value.parse::<u64>()`` seconds, else 60.
+
+    Only ASCII digits with an optional ``+`` are read (`dispatcher.rs` 500-506): ``"2.0"``,
+    ``"1e1"``, ``"-1"``, an HTTP-date, blanks or a value above ``u64::MAX`` all give 60 s.
+    """
+    if header is None or not _WHOLE_SECONDS.fullmatch(header):
+        return DEFAULT_RETRY_AFTER
+    value = int(header)
+    return float(value) if value <= _U64_MAX else DEFAULT_RETRY_AFTER
+
+
+def seconds_retry_after(header: str | None) -> float:
+    """The safe reading of a ``retry-after`` header: decimal seconds >= 0, else 60 s."""
+    if header is None or not _DECIMAL_SECONDS.fullmatch(header):
+        return DEFAULT_RETRY_AFTER
+    value = float(header)
+    return value if math.isfinite(value) else DEFAULT_RETRY_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +287,10 @@ class Settlement:
     charged: MicroDollar
     key_effect: KeyEffect
     underestimate: MicroDollar = 0
+    leaked: bool = False
+    """True when nothing was settled: the estimate stays reserved for good (omnillm, 8.2)."""
+    resettled: MicroDollar | None = None
+    """A second settle's ``actual - estimate`` (omnillm's double settle, 8.1), else ``None``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,6 +367,9 @@ class GatewayStats:
     keys_dead: int
     breaker_trips: int
     budget: BudgetStats
+    leaked: int = 0
+    leaked_reserved: MicroDollar = 0
+    double_settled: int = 0
 
     @property
     def rejected(self) -> int:
@@ -351,6 +424,9 @@ class Gateway:
         self._underestimated = 0
         self._underestimated_requests = 0
         self._trips = 0
+        self._leaked = 0
+        self._leaked_reserved = 0
+        self._double_settled = 0
 
     # -- read-only state -------------------------------------------------------------------
 
@@ -510,33 +586,57 @@ class Gateway:
             raise ReservationStateError(
                 f"{admission!r} was already finished (or comes from another gateway)"
             )
-        if outcome.kind == "stream_dropped" and not admission.request.stream:
-            raise InvalidValueError("outcome", outcome, "stream_dropped needs stream=True")
+        kind = outcome.kind
+        if kind in _STREAM_ONLY and not admission.request.stream:
+            raise InvalidValueError("outcome", outcome, f"{kind} needs stream=True")
+        quirks = self._policy.stream_quirks and admission._reservation is None
+        if quirks and kind == "completed_then_cancelled" and not isinstance(
+            self._budget, SeedBudgetTracker
+        ):
+            raise ReservationStateError(
+                "completed_then_cancelled under the faithful policy settles twice, which the "
+                "reference BudgetTracker refuses: give the gateway a SeedBudgetTracker"
+            )
         del self._open[admission._seq]
         key = self._pool.keys[admission.key]
-        key.cap.release(admission.estimate.tokens, now)
+        key.cap.release(admission.estimate.tokens, now)  # omnillm: the lease's Drop
+        if quirks and kind == "stream_abandoned":
+            # omnillm 8.2: nobody polls the stream again, so nothing settles and nothing is
+            # reported: the estimate stays reserved for good.
+            key.breaker.record_ignored(admission._ticket, now)
+            self._leaked += 1
+            self._leaked_reserved += admission.estimate.cost
+            self._cancelled += 1
+            return Settlement(admission, outcome, 0, "none", 0, leaked=True)
         charged = self._charge(admission, outcome)
         if admission._reservation is not None:
             admission._reservation.settle(charged)
         else:
             self._budget.settle(admission.estimate.cost, charged)
+        resettled = None
+        if quirks and kind == "completed_then_cancelled":
+            # omnillm 8.1: the late cancel settles again on the same usage (fetch_sub wraps).
+            assert isinstance(self._budget, SeedBudgetTracker)
+            self._budget.settle_again(admission.estimate.cost, charged)
+            resettled = charged - admission.estimate.cost
+            self._double_settled += 1
         effect = self._key_effect(key, admission, outcome, now)
         under = max(charged - admission.estimate.cost, 0)
         self._charged += charged
         if under:
             self._underestimated += under
             self._underestimated_requests += 1
-        if outcome.kind == "ok":
+        if kind in ("ok", "completed_then_cancelled"):
             self._succeeded += 1
-        elif outcome.kind == "cancelled":
+        elif kind in ("cancelled", "stream_abandoned"):
             self._cancelled += 1
         else:
             self._failed += 1
-        return Settlement(admission, outcome, charged, effect, under)
+        return Settlement(admission, outcome, charged, effect, under, resettled=resettled)
 
     def _charge(self, admission: Admission, outcome: Outcome) -> MicroDollar:
         request, est = admission.request, admission.estimate
-        if outcome.kind == "ok":
+        if outcome.kind in ("ok", "completed_then_cancelled"):
             assert outcome.usage is not None
             return self._prices.cost(request.model, outcome.usage)
         if outcome.kind == "http_error":
@@ -556,10 +656,11 @@ class Gateway:
         self, key: KeyState, admission: Admission, outcome: Outcome, now: float
     ) -> KeyEffect:
         ticket, policy = admission._ticket, self._policy
-        if outcome.kind == "ok":
+        if outcome.kind in ("ok", "completed_then_cancelled"):
+            # omnillm's late cancel reports nothing more: Cancelled is not a key error
             key.breaker.record_success(ticket, now)
             return "success"
-        if outcome.kind == "cancelled":
+        if outcome.kind in ("cancelled", "stream_abandoned"):
             key.breaker.record_ignored(ticket, now)
             return "none"
         if outcome.kind == "http_error":
@@ -569,7 +670,11 @@ class Gateway:
                 key.breaker.record_ignored(ticket, now)
                 return "dead"
             if status == 429:
-                key.cool_down(now, self._retry_after(outcome.retry_after))
+                key.cool_down(
+                    now,
+                    self._retry_after(outcome.retry_after),
+                    wall_clock_ms=policy.wall_clock_ms,
+                )
                 key.breaker.record_ignored(ticket, now)
                 if policy.return_slot_on_429:
                     key.rpm.forget_latest(admission.admitted_at)
@@ -584,10 +689,12 @@ class Gateway:
             return "breaker-tripped"
         return "failure"
 
-    def _retry_after(self, retry_after: float | None) -> float:
-        if retry_after is None:
-            return DEFAULT_RETRY_AFTER
-        if self._policy.integer_retry_after and not float(retry_after).is_integer():
+    def _retry_after(self, retry_after: float | str | None) -> float:
+        """The cooldown in seconds for a 429's ``retry-after`` (a header string or seconds)."""
+        integer = self._policy.integer_retry_after
+        if retry_after is None or isinstance(retry_after, str):
+            return omnillm_retry_after(retry_after) if integer else seconds_retry_after(retry_after)
+        if integer and not float(retry_after).is_integer():
             return DEFAULT_RETRY_AFTER  # omnillm parses the header as u64 seconds only
         return float(retry_after)
 
@@ -618,6 +725,9 @@ class Gateway:
             keys_dead=sum(k.dead for k in self._pool.keys),
             breaker_trips=self._trips,
             budget=budget,
+            leaked=self._leaked,
+            leaked_reserved=self._leaked_reserved,
+            double_settled=self._double_settled,
         )
 
     def __repr__(self) -> str:

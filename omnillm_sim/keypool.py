@@ -1,7 +1,8 @@
 """API keys, their per-key state, and the strategies that pick a key for a request.
 
 A `KeyState` is one key: a dead flag (401, and 403 under the faithful policy), a 429 cooldown
-(``max(old, now + retry_after)``), a circuit breaker, omnillm's in-flight token cap ("TPM"),
+(``max(old, now + retry_after)``, kept in integer microseconds; under the faithful policy on
+omnillm's millisecond wall clock), a circuit breaker, omnillm's in-flight token cap ("TPM"),
 the RPM sliding window, and optionally a true per-minute `TokenBucket`.
 
 A key is *available* when it is not dead, not cooling and its breaker allows a call. RPM is
@@ -31,6 +32,7 @@ from typing import Protocol
 from omnillm_sim.breaker import BreakerState, BreakerStats, FaithfulBreaker, SafeBreaker
 from omnillm_sim.errors import ConfigError, InvalidValueError
 from omnillm_sim.ratelimit import InflightTokenCap, LimiterStats, SlidingWindowLog, TokenBucket
+from omnillm_sim.timebase import millisecond_deadline, to_micros, to_seconds
 from omnillm_sim.validate import positive_float, positive_int
 
 __all__ = [
@@ -118,11 +120,11 @@ class KeyState:
     """One key's mutable state; the pool and the gateway change it, strategies only read it."""
 
     __slots__ = (
+        "_cool_us",
         "breaker",
         "bucket",
         "cap",
         "config",
-        "cooling_until",
         "dead",
         "index",
         "label",
@@ -149,11 +151,20 @@ class KeyState:
         )
         self.breaker = breaker
         self.dead = False
-        self.cooling_until: float | None = None
+        self._cool_us: int | None = None  # the 429 deadline in microseconds
+
+    @property
+    def cooling_until(self) -> float | None:
+        """The 429 deadline in seconds (``None``: never rate limited)."""
+        return None if self._cool_us is None else to_seconds(self._cool_us)
+
+    @cooling_until.setter
+    def cooling_until(self, value: float | None) -> None:
+        self._cool_us = None if value is None else to_micros(value, "cooling_until")
 
     def cooling(self, now: float) -> bool:
-        """True while a 429 cooldown runs (``now < cooling_until``)."""
-        return self.cooling_until is not None and now < self.cooling_until
+        """True while a 429 cooldown runs (``now < cooling_until``, compared in microseconds)."""
+        return self._cool_us is not None and to_micros(now) < self._cool_us
 
     def available(self, now: float) -> bool:
         """Not dead, not cooling, and the breaker allows a call (RPM is not considered)."""
@@ -169,12 +180,18 @@ class KeyState:
             return f"breaker {self.breaker.state(now)}"
         return ""
 
-    def cool_down(self, now: float, retry_after: float) -> float:
-        """A 429: ``cooling_until = max(old, now + retry_after)``; returns the new deadline."""
-        until = now + retry_after
-        if self.cooling_until is None or until > self.cooling_until:
-            self.cooling_until = until
-        return self.cooling_until
+    def cool_down(self, now: float, retry_after: float, *, wall_clock_ms: bool = False) -> float:
+        """A 429: ``cooling_until = max(old, now + retry_after)``; returns the new deadline.
+
+        ``wall_clock_ms``: omnillm's ``now_millis() + retry_after.as_millis()``, both terms
+        truncated to whole milliseconds (a 1 s cooldown from 1.000600 s ends at 2.000000 s).
+        """
+        now_us = to_micros(now)
+        delay_us = to_micros(retry_after, "retry_after")
+        until = millisecond_deadline(now_us, delay_us) if wall_clock_ms else now_us + delay_us
+        if self._cool_us is None or until > self._cool_us:
+            self._cool_us = until
+        return to_seconds(self._cool_us)
 
     def status(self, now: float) -> KeyStatus:
         """A `KeyStatus` snapshot at ``now``."""
@@ -205,8 +222,8 @@ class KeyState:
 
     def __repr__(self) -> str:
         flags = " dead" if self.dead else ""
-        if self.cooling_until is not None:
-            flags += f" cooling_until={self.cooling_until:g}"
+        if self._cool_us is not None:
+            flags += f" cooling_until={to_seconds(self._cool_us):g}"
         return (
             f"<KeyState #{self.index} {self.label!r}{flags} inflight={self.cap.inflight}/"
             f"{self.config.tpm} rpm={len(self.rpm._log)}/{self.config.rpm} {self.breaker!r}>"

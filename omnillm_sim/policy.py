@@ -19,8 +19,18 @@ breaker                    count / cooldown, no half-open   closed/open/half-ope
                            [4]                              probes
 forbidden_kills_key        403 kills the key forever [4]    only 401 kills; 403 is a failure
 client_errors_count        400/404/... feed the breaker [4] only 408, 5xx, timeouts, drops do
-integer_retry_after        fractional ``retry-after`` ->    the value as given (60 s if none)
-                           60 s [4]
+integer_retry_after        ``retry-after`` read as whole    fractional seconds honoured;
+                           seconds (``"2.0"``, ``"1e1"``,   60 s if none or unreadable
+                           ``"-1"`` -> 60 s) [2, 8.8]
+wall_clock_ms              429 deadlines on omnillm's       exact (integer microseconds)
+                           millisecond wall clock,
+                           truncated [4]
+seed_budget_limit          limit built as ``(usd * 1e6) as  the exact limit
+                           u64``: $0.0157 -> 15,699 µ$ [5]
+stream_quirks              a dropped stream is never        every stream settles exactly once
+                           settled; a cancel after
+                           ``Completed`` settles twice
+                           [8.1, 8.2]
 unknown_usage              cancelled/timed-out calls refund the estimate is charged: the
                            fully; streams charge the prompt provider may have billed up to it
                            heuristic [2, 8.10]
@@ -44,6 +54,7 @@ from omnillm_sim.breaker import BREAKERS
 from omnillm_sim.errors import ConfigError
 from omnillm_sim.estimate import ESTIMATORS
 from omnillm_sim.keypool import STRATEGIES
+from omnillm_sim.money import MICROS_PER_USD, MicroDollar, seed_usd_to_micro
 
 __all__ = ["OMNILLM_0_1_5", "POLICIES", "SAFE", "Policy", "get_policy"]
 
@@ -69,6 +80,19 @@ class Policy:
     return_slot_on_429: bool
     handles: bool
     description: str = ""
+    wall_clock_ms: bool = False
+    seed_budget_limit: bool = False
+    stream_quirks: bool = False
+
+    def budget_limit(self, limit: MicroDollar) -> MicroDollar:
+        """The limit a gateway of this policy enforces for a configured ``limit`` (µ$).
+
+        ``seed_budget_limit``: omnillm's ``(usd * 1e6) as u64`` of the limit as an ``f64`` of
+        USD, so $0.0157 is 15,699 µ$ ("the limit as omnillm sees it"); otherwise exact.
+        """
+        if self.seed_budget_limit:
+            return seed_usd_to_micro(limit / MICROS_PER_USD)
+        return limit
 
     def __post_init__(self) -> None:
         for field, value, known in (
@@ -96,6 +120,9 @@ OMNILLM_0_1_5 = Policy(
     return_slot_on_429=False,
     handles=False,
     description="omnillm 0.1.5 as it is, quirks included",
+    wall_clock_ms=True,
+    seed_budget_limit=True,
+    stream_quirks=True,
 )
 
 SAFE = Policy(

@@ -1,5 +1,8 @@
 """Rate limiters for one API key: clock-free, every call takes ``now`` (float seconds).
 
+Inside, times are integer microseconds (`omnillm_sim.timebase`), so exact edges never depend
+on float rounding: with a 60 s window, an admission at 235.343 s still counts at 295.343 s.
+
 * `SlidingWindowLog` — omnillm's RPM window: an exact log of admission times. An entry
   exactly ``window`` old still counts, so at most ``limit`` admissions fall in any *closed*
   interval of length ``window``. A rejection records nothing.
@@ -20,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from omnillm_sim.errors import InvalidValueError
+from omnillm_sim.timebase import MICROS_PER_SECOND, to_micros
 from omnillm_sim.validate import non_negative_int, positive_float, positive_int
 
 __all__ = [
@@ -69,14 +73,17 @@ class LimiterStats:
     peak: float
 
 
-def _check_now(now: float, last: float) -> float:
-    if type(now) is float and now >= last:  # the common case (NaN fails the comparison)
-        return now
-    if not isinstance(now, int | float) or isinstance(now, bool) or now != now:
-        raise InvalidValueError("now", now, "must be a number of seconds")
-    if now < last:
-        raise InvalidValueError("now", now, f"must be >= {last} (time never goes backwards)")
-    return float(now)
+_NEVER = -(2**63)  # before any time: the first call may come at any time
+
+
+def _check_now(now: float, last: int) -> int:
+    """``now`` in microseconds; it must not be earlier than ``last`` (microseconds)."""
+    us = to_micros(now)
+    if us < last:
+        raise InvalidValueError(
+            "now", now, f"must be >= {last / MICROS_PER_SECOND} (time never goes backwards)"
+        )
+    return us
 
 
 class SlidingWindowLog:
@@ -92,13 +99,16 @@ class SlidingWindowLog:
         InvalidValueError: ``limit`` not an int > 0, ``window`` not a number > 0.
     """
 
-    __slots__ = ("_admitted", "_last", "_limit", "_log", "_peak", "_rejected", "_window")
+    __slots__ = (
+        "_admitted", "_last", "_limit", "_log", "_peak", "_rejected", "_window", "_window_us"
+    )
 
     def __init__(self, limit: int, window: float = 60.0) -> None:
         self._limit = positive_int("limit", limit)
         self._window = positive_float("window", window)
-        self._log: deque[float] = deque()
-        self._last = float("-inf")
+        self._window_us = to_micros(self._window, "window")
+        self._log: deque[int] = deque()  # admission times, microseconds
+        self._last = _NEVER
         self._admitted = 0
         self._rejected = 0
         self._peak = 0
@@ -114,9 +124,9 @@ class SlidingWindowLog:
         return self._window
 
     def _prune(self, now: float) -> None:
-        self._last = _check_now(now, self._last)
-        log, window = self._log, self._window
-        while log and now - log[0] > window:  # strict: exactly `window` old still counts
+        self._last = us = _check_now(now, self._last)
+        log, window = self._log, self._window_us
+        while log and us - log[0] > window:  # strict: exactly `window` old still counts
             log.popleft()
 
     def count(self, now: float) -> int:
@@ -130,7 +140,7 @@ class SlidingWindowLog:
         if len(self._log) < self._limit:
             return ALLOWED
         # The oldest entry stops counting strictly after oldest + window.
-        wait = self._log[0] + self._window - now
+        wait = (self._log[0] + self._window_us - self._last) / MICROS_PER_SECOND
         return Decision(
             False,
             f"window full: {len(self._log)} of {self._limit} admissions in the last "
@@ -155,8 +165,9 @@ class SlidingWindowLog:
 
         Used by policies that give a slot back (the faithful policy never does).
         """
+        at_us = to_micros(at, "at")
         for i in range(len(self._log) - 1, -1, -1):
-            if self._log[i] == at:
+            if self._log[i] == at_us:
                 del self._log[i]
                 return True
         return False
@@ -186,7 +197,7 @@ class InflightTokenCap:
     def __init__(self, limit: int) -> None:
         self._limit = positive_int("limit", limit)
         self._inflight = 0
-        self._last = float("-inf")
+        self._last = _NEVER
         self._admitted = 0
         self._rejected = 0
         self._peak = 0
@@ -266,6 +277,8 @@ class TokenBucket:
         InvalidValueError: ``rate_per_minute`` or ``burst`` not > 0.
     """
 
+    # A continuous refill of a float level: time stays in float seconds here (the bucket has
+    # no exact edge to protect; the safe policy alone uses it).
     __slots__ = ("_admitted", "_burst", "_last", "_level", "_peak", "_rate", "_rejected")
 
     def __init__(self, rate_per_minute: float, burst: float | None = None) -> None:
@@ -289,7 +302,13 @@ class TokenBucket:
 
     def level(self, now: float) -> float:
         """Tokens available at ``now``."""
-        now = _check_now(now, self._last)
+        if not (type(now) is float and now >= self._last):  # NaN fails the comparison
+            to_micros(now)  # a number of seconds?
+            if now < self._last:
+                raise InvalidValueError(
+                    "now", now, f"must be >= {self._last} (time never goes backwards)"
+                )
+            now = float(now)
         if self._last != float("-inf"):
             self._level = min(self._burst, self._level + (now - self._last) * self._rate)
         self._last = now
