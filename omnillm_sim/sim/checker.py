@@ -14,7 +14,11 @@ settlement's charge) and compares it with the gateway's budget and keys:
 A violation raises `InvariantViolation` naming the event number, the simulated time and the
 state. ``used > limit`` that I2 does not forbid (some actual cost exceeded its estimate: the
 faithful policy's documented overshoot, reference section 5) is not a violation: it is
-recorded once as a finding, which the report shows.
+recorded once as a finding, which the report shows. So are the faithful policy's stream
+quirks (reference 8.1, 8.2): a stream its client dropped is never settled (`leaked`: its
+estimate stays in ``used`` and the reservation stays open, which I4 allows for leaks), and a
+cancel after ``Completed`` settles twice (`resettled`: I1 then holds modulo 2^64 with the
+second settles' drift, and I2/I3 no longer apply to the corrupted counter).
 
 Cost: the budget checks read two counters per event (the full `BudgetStats` snapshot is taken
 only when ``used > limit`` or to word a failure); the key checks run after events in which the
@@ -33,6 +37,8 @@ from omnillm_sim.errors import InvariantViolation
 from omnillm_sim.money import format_usd
 
 __all__ = ["InvariantChecker"]
+
+_U64 = 2**64
 
 
 class InvariantChecker:
@@ -58,6 +64,10 @@ class InvariantChecker:
         self.findings: list[str] = []
         self._overshoot_seen = False
         self._spurious: list[str] = []
+        self._leaked: dict[int, int] = {}
+        self._drift = 0
+        self._resettles = 0
+        self._wrap_seen = False
 
     # -- ledger (called by the engine) ---------------------------------------------------
 
@@ -94,6 +104,35 @@ class InvariantChecker:
         self._charged += charged
         self._underestimated += max(charged - estimate, 0)
 
+    def leaked(self, request_id: int) -> None:
+        """The admission of ``request_id`` ended without a settle (faithful: a dropped stream).
+
+        Its estimate stays reserved for good; the first leak is recorded as a finding.
+
+        Raises:
+            InvariantViolation: I4, the admission was not open.
+        """
+        if request_id not in self._open:
+            raise InvariantViolation("I4", f"request {request_id} ended twice or was never open")
+        self._leaked[request_id] = self._open.pop(request_id)
+        if len(self._leaked) == 1:
+            self.findings.append(
+                f"stream of request {request_id} dropped by its client and never settled: its "
+                f"estimate {format_usd(self._leaked[request_id])} stays reserved for good "
+                "(omnillm 0.1.5, reference 8.2)"
+            )
+
+    def resettled(self, request_id: int, delta: int) -> None:
+        """The admission of ``request_id`` was settled a second time, moving ``used`` by
+        ``delta`` (faithful: a cancel after ``Completed``); the first is recorded as a finding."""
+        self._drift += delta
+        self._resettles += 1
+        if self._resettles == 1:
+            self.findings.append(
+                f"stream of request {request_id} settled twice (a cancel after Completed): "
+                f"used moved by {delta} µ$ a second time (omnillm 0.1.5, reference 8.1)"
+            )
+
     def refused(self, request_id: int, estimate: int | None) -> None:
         """The gateway refused ``request_id`` for BUDGET; remember it if that was spurious (I5).
 
@@ -101,7 +140,10 @@ class InvariantChecker:
         `check` raises with the event number.
         """
         stats = self._budget.stats()
-        if estimate is None or stats.used + estimate <= stats.limit:
+        after = stats.used + (estimate or 0)
+        if self._resettles:  # omnillm's u64 counter: `used + est` wraps too
+            after %= _U64
+        if estimate is None or after <= stats.limit:
             self._spurious.append(
                 f"request {request_id} refused for BUDGET with estimate {estimate} µ$ although "
                 f"used {stats.used} + estimate <= limit {stats.limit}"
@@ -133,10 +175,20 @@ class InvariantChecker:
             self._fail("I5", event, now, self._spurious[0])
         budget = self._budget
         used = budget.used
-        if used != self._charged + self._open_sum:
-            self._fail("I1", event, now, f"used {used} != charged + open "
-                       f"{self._charged + self._open_sum}")
-        if used > budget.limit:
+        ledger = self._charged + self._open_sum
+        if self._leaked or self._resettles:
+            ledger = (ledger + sum(self._leaked.values()) + self._drift) % _U64
+        if used != ledger:
+            self._fail("I1", event, now, f"used {used} != charged + open {ledger}")
+        if self._resettles:
+            if used > budget.limit and not self._wrap_seen:
+                self._wrap_seen = True
+                self.findings.append(
+                    f"budget counter past its limit after a double settle at event #{event} "
+                    f"t={now:.3f}s: used {format_usd(used)} (a wrapped u64 when about "
+                    "$18446744073709): every smaller reservation is refused from now on"
+                )
+        elif used > budget.limit:
             self._over_limit(event, now)
         if key_status is not None:
             self._check_statuses(event, now, key_status)
@@ -182,6 +234,12 @@ class InvariantChecker:
             InvariantViolation: I4.
         """
         stats = self._budget.stats()
-        if self._open or stats.open_count != 0:
+        if self._open or stats.open_count != len(self._leaked):
             self._fail("I4", event, now, f"{len(self._open)} admissions never ended; the budget "
-                       f"still has {stats.open_count} open reservations")
+                       f"still has {stats.open_count} open reservations "
+                       f"({len(self._leaked)} leaked by dropped streams)")
+        if self._leaked:
+            self.findings.append(
+                f"{len(self._leaked)} dropped streams never settled: "
+                f"{format_usd(sum(self._leaked.values()))} stays reserved for good"
+            )

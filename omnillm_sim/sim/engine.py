@@ -26,7 +26,9 @@ from typing import Any
 import simpy
 
 from omnillm_sim import gateway as gw
-from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.budget import BudgetTracker, SeedBudgetTracker
+from omnillm_sim.money import format_usd
+from omnillm_sim.policy import get_policy
 from omnillm_sim.pricing import catalogue
 from omnillm_sim.sim.checker import InvariantChecker
 from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample, Tally
@@ -65,11 +67,19 @@ def build_gateway(scenario: Scenario, rng: random.Random) -> gw.Gateway:
         breaker_cooldown=g.breaker_cooldown,
         request_timeout=g.request_timeout,
     )
+    policy = get_policy(g.policy)
+    # The faithful policy's stream quirks need omnillm's wrapping u64 counter; without late
+    # cancels nothing can wrap, and the reference tracker behaves the same.
+    tracker = (
+        SeedBudgetTracker
+        if policy.stream_quirks and scenario.provider.late_cancel_rate > 0
+        else BudgetTracker
+    )
     limit = scenario.budget.limit
     budget = (
-        BudgetTracker.unlimited(name="budget")
+        tracker.unlimited(name="budget")
         if limit is None
-        else BudgetTracker.from_micros(limit, name="budget")
+        else tracker.from_micros(policy.budget_limit(limit), name="budget")
     )
     p = scenario.prices
     prices = catalogue(p.catalogue, overrides=p.overrides, fallback=p.fallback)
@@ -85,7 +95,23 @@ def _outcome(reply: ProviderReply) -> Any:
         return gw.http_error(reply.status, reply.retry_after)
     if reply.kind == "timeout":
         return gw.timeout()
+    if reply.kind == "abandoned":
+        return gw.stream_abandoned(reply.usage)
+    if reply.kind == "completed_then_cancelled":
+        assert reply.usage is not None
+        return gw.completed_then_cancelled(reply.usage)
     return gw.cancelled(reply.usage)
+
+
+def limit_findings(scenario: Scenario, enforced: int | None) -> list[str]:
+    """A finding when the gateway enforces another limit than the scenario's (faithful)."""
+    configured = scenario.budget.limit
+    if configured is None or enforced is None or enforced == configured:
+        return []
+    return [
+        f"budget limit as omnillm sees it: {format_usd(enforced)} (configured "
+        f"{format_usd(configured)}; omnillm converts with (usd * 1e6) as u64, which truncates)"
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -123,7 +149,10 @@ class _Run:
         self.gateway = build_gateway(scenario, random.Random(f"{seed}/gateway"))
         self.budget: BudgetTracker = self.gateway.budget
         self.labels = tuple(scenario.key_labels())
-        self.provider = Provider(self.env, scenario, scenario.gateway.request_timeout)
+        self.provider = Provider(
+            self.env, scenario, scenario.gateway.request_timeout,
+            random.Random(f"{seed}/provider"),
+        )
         self.factory = RequestFactory(scenario, random.Random(f"{seed}/requests"))
         self.arrival_rng = random.Random(f"{seed}/arrivals")
         self.think_rng = random.Random(f"{seed}/think")
@@ -233,7 +262,12 @@ class _Run:
         settlement = self.gateway.finish(admission, _outcome(reply), now)
         if self.checker is not None:
             self.checker.touched(admission.key)
-            self.checker.settled(arrival.id, settlement.charged)
+            if settlement.leaked:
+                self.checker.leaked(arrival.id)
+            else:
+                self.checker.settled(arrival.id, settlement.charged)
+                if settlement.resettled is not None:
+                    self.checker.resettled(arrival.id, settlement.resettled)
         self._move(admission.key, -1)
         if now > self.end_time:
             self.end_time = now
@@ -342,7 +376,10 @@ class _Run:
             key_busy_area=tuple(self.key_area),
             budget=self.budget.stats(),
             gateway_stats=gateway_stats,
-            findings=tuple(checker.findings) if checker is not None else (),
+            findings=tuple(
+                limit_findings(self.scenario, self.budget.limit)
+                + (checker.findings if checker is not None else [])
+            ),
             events=events,
             checked=checker is not None,
             tally=self.tally,

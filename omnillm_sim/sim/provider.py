@@ -3,14 +3,19 @@
 For a request sent on a key at time ``now`` the provider answers, in this order:
 
 1. an injected fault (`FaultSpec`) active on that key, if the request's ``draw`` < its rate:
-   the fault's status after ``error_latency`` (429s carry the fault's ``retry_after``);
+   the fault's status after ``error_latency`` (429s carry the fault's ``retry_after`` as a
+   header string);
 2. the provider's own per-key limits (``rpm`` requests and ``tpm`` prompt + max-output tokens
-   in any 60 s): 429 with ``retry-after`` = whole seconds until the window has room;
+   in any 60 s): 429 with a ``retry-after`` header of the whole seconds until the window has
+   room (a share ``odd_retry_after`` of them in fractional seconds, ``"12.3"``);
 3. a trace row recorded as failed: 500 after ``error_latency``;
 4. otherwise the request queues for one of the key's ``concurrency`` slots (if limited) and is
    served in ``ttft + output / tokens_per_second`` (times the jitter factor), or in its drawn
    ``service`` time. The client cancels at ``cancel_at`` of the service if it chose to, and the
    gateway's ``request_timeout`` (counted from admission) cuts a request that would end later.
+   A stream may instead be abandoned by its client at a uniform point of its service
+   (``abandon_rate``: reply ``abandoned``, no usage seen) or cancelled just after it completed
+   (``late_cancel_rate``: reply ``completed_then_cancelled`` with the full usage).
 
 Replies are plain data (`ProviderReply`); the engine turns them into gateway outcomes.
 """
@@ -18,6 +23,7 @@ Replies are plain data (`ProviderReply`); the engine turns them into gateway out
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from collections.abc import Generator
 from typing import Any, NamedTuple
@@ -46,7 +52,7 @@ class ProviderReply(NamedTuple):
     start: float | None
     end: float
     status: int | None = None
-    retry_after: float | None = None
+    retry_after: str | None = None
     usage: Usage | None = None
 
 
@@ -68,10 +74,20 @@ class _KeyWindow:
 class Provider:
     """Serves admitted requests on SimPy time; one instance per run."""
 
-    def __init__(self, env: simpy.Environment, scenario: Scenario, timeout: float) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        scenario: Scenario,
+        timeout: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``rng`` draws the odd retry-after headers and stream endings (needed only when
+        the scenario's ``odd_retry_after``, ``abandon_rate`` or ``late_cancel_rate`` > 0)."""
         self._env = env
         self._spec = scenario.provider
         self._timeout = timeout
+        self._rng = rng if rng is not None else random.Random(0)
+        self._stream_endings = self._spec.abandon_rate > 0 or self._spec.late_cancel_rate > 0
         self._faults: dict[str, list[FaultSpec]] = {}
         for fault in scenario.faults:
             self._faults.setdefault(fault.key, []).append(fault)
@@ -114,6 +130,26 @@ class Provider:
         window.token_sum += tokens
         return None
 
+    def _retry_after(self, wait: float) -> str:
+        """The ``retry-after`` header of a provider 429: whole seconds, or an odd fraction."""
+        odd = self._spec.odd_retry_after
+        if odd > 0 and self._rng.random() < odd:
+            return f"{max(0.1, math.ceil(wait * 10) / 10):.1f}"  # "12.3": not a u64
+        return str(max(1, math.ceil(wait)))
+
+    def _stream_ending(self, arrival: Arrival) -> float | None:
+        """For a stream: the fraction of service at which its client abandons it (< 1), or 1.0
+        for a cancel after ``Completed``; ``None`` for a normal ending."""
+        if not self._stream_endings or not arrival.stream:
+            return None
+        spec, rng = self._spec, self._rng
+        u = rng.random()
+        if u < spec.abandon_rate:
+            return rng.random()
+        if u < spec.abandon_rate + spec.late_cancel_rate:
+            return 1.0
+        return None
+
     def service_time(self, arrival: Arrival) -> float:
         """How long the provider takes to answer ``arrival`` in full."""
         if arrival.service is not None:
@@ -129,13 +165,14 @@ class Provider:
         fault = self._fault(key, arrival, now)
         if fault is not None:
             yield env.timeout(self._spec.error_latency)
-            retry = fault.retry_after if fault.status == 429 else None
+            retry = None
+            if fault.status == 429 and fault.retry_after is not None:
+                retry = f"{fault.retry_after:g}"  # 2.0 -> "2", 2.5 -> "2.5"
             return ProviderReply("http_error", None, env.now, fault.status, retry)
         wait = self._rate_limited(key, arrival, now)
         if wait is not None:
             yield env.timeout(self._spec.error_latency)
-            # Providers send whole seconds; omnillm reads only integer seconds.
-            return ProviderReply("http_error", None, env.now, 429, float(max(1, math.ceil(wait))))
+            return ProviderReply("http_error", None, env.now, 429, self._retry_after(wait))
         if arrival.failed:
             yield env.timeout(self._spec.error_latency)
             return ProviderReply("http_error", None, env.now, 500)
@@ -160,11 +197,17 @@ class Provider:
                     done = math.floor(output * arrival.cancel_at)  # type: ignore[operator]
                     partial = Usage(input_tokens=arrival.prompt_tokens, output_tokens=done)
                 return ProviderReply("cancelled", start, env.now, usage=partial)
+            ending = self._stream_ending(arrival)
+            if ending is not None and ending < 1.0 and start + service * ending < deadline:
+                yield env.timeout(service * ending)  # the client drops the stream
+                return ProviderReply("abandoned", start, env.now)
             if start + service > deadline:
                 yield env.timeout(deadline - start)
                 return ProviderReply("timeout", start, env.now)
             yield env.timeout(service)
             usage = Usage(arrival.prompt_tokens, output)
+            if ending is not None:  # the client's cancel lands after Completed
+                return ProviderReply("completed_then_cancelled", start, env.now, 200, None, usage)
             # The common reply, built as ProviderReply._make does (no Python frame).
             return _new(ProviderReply, ("ok", start, env.now, 200, None, usage))
         finally:

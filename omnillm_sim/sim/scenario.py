@@ -177,7 +177,11 @@ class ProviderSpec:
     ``[1 - jitter, 1 + jitter]``; ``service`` (a distribution) replaces that formula when set.
     ``concurrency`` slots per key (0 = unlimited) make requests queue at the provider.
     ``rpm`` / ``tpm``: the provider's own per-key limits, answered with 429 and a
-    ``retry-after`` of the seconds until the window frees.
+    ``retry-after`` header of the whole seconds until the window frees; ``odd_retry_after``
+    of those headers are fractional seconds instead (``"12.3"``: omnillm reads 60 s).
+    Streams only: ``abandon_rate`` of them are dropped by the client mid-way without a cancel
+    (omnillm never settles them), ``late_cancel_rate`` get the client's cancel just after
+    ``Completed`` (omnillm settles them twice).
     """
 
     ttft: Distribution = field(default_factory=lambda: Distribution.constant(0.5))
@@ -188,6 +192,9 @@ class ProviderSpec:
     rpm: int | None = None
     tpm: int | None = None
     error_latency: float = 0.2
+    odd_retry_after: float = 0.0
+    abandon_rate: float = 0.0
+    late_cancel_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -614,7 +621,8 @@ def scenario_from_dict(
     wt.finish()
 
     pv = root.sub("provider", ("ttft", "tokens_per_second", "jitter", "service", "concurrency",
-                               "rpm", "tpm", "error_latency"))
+                               "rpm", "tpm", "error_latency", "odd_retry_after",
+                               "abandon_rate", "late_cancel_rate"))
     pdef = ProviderSpec()
     provider = ProviderSpec(
         ttft=_distribution(pv, "ttft", pdef.ttft, duration=True),
@@ -630,6 +638,12 @@ def scenario_from_dict(
         rpm=pv.get("rpm", _optional(_int(1)), "a positive integer", None),
         tpm=pv.get("tpm", _optional(_int(1)), "a positive integer", None),
         error_latency=pv.get("error_latency", parse_duration, DURATION_EXPECTED, 0.2),
+        odd_retry_after=pv.get("odd_retry_after", _float(0.0, maximum=1.0),
+                               "a fraction in [0, 1]", 0.0),
+        abandon_rate=pv.get("abandon_rate", _float(0.0, maximum=1.0), "a fraction in [0, 1]",
+                            0.0),
+        late_cancel_rate=pv.get("late_cancel_rate", _float(0.0, maximum=1.0),
+                                "a fraction in [0, 1]", 0.0),
     )
     pv.used.add("service")
     pv.finish()
