@@ -68,6 +68,8 @@ class InvariantChecker:
         self._drift = 0
         self._resettles = 0
         self._wrap_seen = False
+        self._wrapped_refusals = 0
+        self._first_wrapped_refusal = ""
 
     # -- ledger (called by the engine) ---------------------------------------------------
 
@@ -114,7 +116,8 @@ class InvariantChecker:
         """
         if request_id not in self._open:
             raise InvariantViolation("I4", f"request {request_id} ended twice or was never open")
-        self._leaked[request_id] = self._open.pop(request_id)
+        estimate = self._leaked[request_id] = self._open.pop(request_id)
+        self._open_sum -= estimate
         if len(self._leaked) == 1:
             self.findings.append(
                 f"stream of request {request_id} dropped by its client and never settled: its "
@@ -133,13 +136,18 @@ class InvariantChecker:
                 f"used moved by {delta} µ$ a second time (omnillm 0.1.5, reference 8.1)"
             )
 
-    def refused(self, request_id: int, estimate: int | None) -> None:
+    def refused(self, request_id: int, estimate: int | None, now: float | None = None) -> None:
         """The gateway refused ``request_id`` for BUDGET; remember it if that was spurious (I5).
 
         Called right after the refusal, while the budget is as the gateway saw it; the next
         `check` raises with the event number.
         """
         stats = self._budget.stats()
+        if self._resettles and stats.used > stats.limit:
+            self._wrapped_refusals += 1
+            if not self._first_wrapped_refusal:
+                when = "" if now is None else f" at t={now:.3f}s"
+                self._first_wrapped_refusal = f"request {request_id}{when}"
         after = stats.used + (estimate or 0)
         if self._resettles:  # omnillm's u64 counter: `used + est` wraps too
             after %= _U64
@@ -186,7 +194,8 @@ class InvariantChecker:
                 self.findings.append(
                     f"budget counter past its limit after a double settle at event #{event} "
                     f"t={now:.3f}s: used {format_usd(used)} (a wrapped u64 when about "
-                    "$18446744073709): every smaller reservation is refused from now on"
+                    "$18446744073709): while it stays there every reservation smaller than the "
+                    "deficit is refused (a larger one wraps around and gets in)"
                 )
         elif used > budget.limit:
             self._over_limit(event, now)
@@ -238,6 +247,11 @@ class InvariantChecker:
             self._fail("I4", event, now, f"{len(self._open)} admissions never ended; the budget "
                        f"still has {stats.open_count} open reservations "
                        f"({len(self._leaked)} leaked by dropped streams)")
+        if self._wrapped_refusals:
+            self.findings.append(
+                f"{self._wrapped_refusals} requests refused for BUDGET by a counter corrupted by "
+                f"double settles, the first {self._first_wrapped_refusal}"
+            )
         if self._leaked:
             self.findings.append(
                 f"{len(self._leaked)} dropped streams never settled: "

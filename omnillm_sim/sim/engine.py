@@ -240,7 +240,7 @@ class _Run:
                 checker.touched(decision.key)
                 if decision.reason is gw.RejectReason.BUDGET:
                     estimate = decision.estimate.cost if decision.estimate is not None else None
-                    checker.refused(arrival.id, estimate)
+                    checker.refused(arrival.id, estimate, now)
             if self.keep_records:
                 self.records.append(_new(RequestRecord, (
                     arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,

@@ -28,7 +28,11 @@ def test_scenario_runs_without_violation(path: Path, policy: str) -> None:
         pytest.skip(f"trace {scenario.workload.trace.path} not present")
     result = run(scenario)  # the checker raises InvariantViolation on any violation
     assert result.checked and result.events > 0
-    assert result.budget.open_count == 0
+    # omnillm never settles a stream its client dropped: those stay open (stream-cancel)
+    assert result.budget.open_count == result.gateway_stats["leaked"]
+    if policy != "safe" and result.gateway_stats["leaked"] + result.gateway_stats["double_settled"]:
+        assert any("reference 8." in finding for finding in result.findings)
+        return  # a counter corrupted by double settles has no overshoot bound (issue 12)
     m = result.metrics
     assert m.arrivals > 100
     if path.stem == "azure-conv-replay":
