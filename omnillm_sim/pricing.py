@@ -19,6 +19,18 @@ Catalogues:
 
 `Usage.input_tokens` counts *uncached* input tokens (Anthropic's ``input_tokens``; OpenAI's
 ``prompt_tokens - cached_tokens``); cache reads and writes are separate fields.
+
+`Usage.shape` says how the provider reported the counts: ``"openai"`` (cached tokens are
+part of ``prompt_tokens``) or ``"anthropic"`` (cache reads and writes are reported beside
+``input_tokens``); ``None`` when unknown. ``current`` prices every shape alike; the
+``omnillm-0.1.5`` rules depend on it, exactly as the crate's ``actual()`` (pricing.rs 79-113):
+
+* OpenAI-shaped on a row with a cached-input rate (gpt-5.x): uncached prompt at the input
+  rate, cached at the cached rate; on any other row (Claude rows included) the whole prompt
+  at the input rate;
+* Anthropic-shaped: ``input_tokens`` at the input rate, plus, on Claude rows only, reads at
+  the read rate and 5-minute / 1-hour writes at theirs; on other rows (the catch-all:
+  claude-3-7-sonnet, claude-3-5-haiku, claude-3-opus, ...) cache reads and writes are free.
 """
 
 from __future__ import annotations
@@ -43,11 +55,13 @@ __all__ = [
     "Rates",
     "Rounding",
     "Usage",
+    "UsageShape",
     "catalogue",
     "load_overrides",
 ]
 
 Rounding = Literal["ceil", "omnillm"]
+UsageShape = Literal["openai", "anthropic"]
 _PER_MILLION = 1_000_000
 
 
@@ -56,10 +70,12 @@ class Usage:
     """Tokens one request consumed, as a provider reports them.
 
     ``input_tokens`` excludes cache reads and writes; ``cache_write_tokens`` are 5-minute
-    cache writes and ``cache_write_1h_tokens`` 1-hour ones (Anthropic).
+    cache writes and ``cache_write_1h_tokens`` 1-hour ones (Anthropic). ``shape`` is the wire
+    shape the counts came in (see the module docstring); it does not take part in equality:
+    two usages with the same counts are equal.
 
     Raises:
-        InvalidValueError: a count that is not an int >= 0.
+        InvalidValueError: a count that is not an int >= 0, an unknown shape.
     """
 
     input_tokens: int
@@ -67,14 +83,18 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    shape: UsageShape | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         i, o, r = self.input_tokens, self.output_tokens, self.cache_read_tokens
-        w, h = self.cache_write_tokens, self.cache_write_1h_tokens
+        w, h, shape = self.cache_write_tokens, self.cache_write_1h_tokens, self.shape
         # Hot path (one Usage per simulated reply): one test when every count is a plain int.
         if (type(i) is int and type(o) is int and type(r) is int and type(w) is int
-                and type(h) is int and i >= 0 and o >= 0 and r >= 0 and w >= 0 and h >= 0):
+                and type(h) is int and i >= 0 and o >= 0 and r >= 0 and w >= 0 and h >= 0
+                and (shape is None or shape == "openai" or shape == "anthropic")):
             return
+        if shape is not None and shape not in ("openai", "anthropic"):
+            raise InvalidValueError("shape", shape, "must be 'openai', 'anthropic' or None")
         non_negative_int("input_tokens", self.input_tokens)
         non_negative_int("output_tokens", self.output_tokens)
         non_negative_int("cache_read_tokens", self.cache_read_tokens)
@@ -135,15 +155,38 @@ class Rates:
     def omnillm_cost(self, usage: Usage) -> MicroDollar:
         """omnillm 0.1.5's ``actual()``: per-component ``floor(tokens x rate / 1000)`` (per 1k).
 
-        Claude-style rates (cache read and write known) add cache reads and writes on top of
-        the uncached input; OpenAI-style (only a cached-read rate) charges reads at that rate;
-        with no cache rate every input-side token is charged at the input rate.
+        Rows with cache read and write rates are the crate's Claude rows; a row with only a
+        read rate is an OpenAI row (its cached-input rate). A shaped usage is priced as the
+        crate prices that shape (module docstring). An unshaped one: Claude rows add cache
+        reads and writes on top of the uncached input, OpenAI rows charge reads at the
+        cached rate, and with no cache rate every input-side token is charged at the input
+        rate.
         """
 
         def part(tokens: int, rate: int) -> int:
             return tokens * rate // _PER_MILLION
 
         cost = part(usage.output_tokens, self.output)
+        claude = self.cache_read is not None and self.cache_write is not None
+        if usage.shape == "openai":
+            # prompt_tokens counts the cached tokens; only a cached-input rate discounts them
+            prompt = usage.prompt_tokens
+            if claude or self.cache_read is None:
+                return cost + part(prompt, self.input)
+            cached = usage.cache_read_tokens
+            return cost + part(prompt - cached, self.input) + part(cached, self.cache_read)
+        if usage.shape == "anthropic":
+            cost += part(usage.input_tokens, self.input)
+            if not claude:
+                return cost  # no Claude cache rates on this row: reads and writes cost nothing
+            assert self.cache_read is not None and self.cache_write is not None
+            write_1h = self.cache_write if self.cache_write_1h is None else self.cache_write_1h
+            return (
+                cost
+                + part(usage.cache_read_tokens, self.cache_read)
+                + part(usage.cache_write_tokens, self.cache_write)
+                + part(usage.cache_write_1h_tokens, write_1h)
+            )
         if self.cache_read is not None and self.cache_write is not None:
             write_1h = self.cache_write if self.cache_write_1h is None else self.cache_write_1h
             return (

@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from omnillm_sim.errors import ConfigError, InvalidValueError, UnknownModelError
 from omnillm_sim.estimate import EstimateRequest, get_estimator, prompt_token_bound
+from omnillm_sim.money import seed_usd_to_micro
 from omnillm_sim.pricing import Usage, catalogue
 
 OMNILLM = catalogue("omnillm-0.1.5")
@@ -247,3 +248,107 @@ def test_unknown_estimator_and_bad_requests() -> None:
         EstimateRequest(model="gpt-4o", prompt_bytes=-1)
     with pytest.raises(InvalidValueError, match="model"):
         EstimateRequest(model="")
+
+
+# -- omnillm 0.1.5 by wire shape: every prefix of the crate's table (pricing.rs 79-163) --------
+
+# The crate's per-1k USD literals (pricing.rs `pricing()`), converted as it does with
+# `(usd * 1e6) as u64`: (input, cached input, cache read, 5m write, 1h write, output).
+CRATE_ROWS = {
+    "gpt-5.5": (0.005, 0.0005, None, None, None, 0.030),
+    "gpt-5.4-mini": (0.000750, 0.000075, None, None, None, 0.004500),
+    "gpt-5.4": (0.002500, 0.000250, None, None, None, 0.015000),
+    "gpt-4o-mini": (0.000150, None, None, None, None, 0.000600),
+    "gpt-4o": (0.005, None, None, None, None, 0.015),
+    "claude-opus-4": (0.005, None, 0.00050, 0.00625, 0.010, 0.025),
+    "claude-sonnet-4": (0.003, None, 0.00030, 0.00375, 0.006, 0.015),
+    "claude-3-5-sonnet": (0.003, None, 0.00030, 0.00375, 0.006, 0.015),
+    "claude-haiku-4": (0.001, None, 0.00010, 0.00125, 0.002, 0.005),
+    "claude-3-haiku": (0.00025, None, 0.00003, 0.00030, 0.00050, 0.00125),
+}
+
+
+@pytest.mark.parametrize("prefix", sorted(CRATE_ROWS))
+def test_omnillm_rates_are_the_crates_literals(prefix: str) -> None:
+    inp, cached, read, w5, w1h, out = CRATE_ROWS[prefix]
+    rates = OMNILLM.price(prefix).rates
+    per_1k = {  # our rates are µ$ per million tokens: whole µ$ per 1k, as the crate's u64
+        "input": inp, "output": out, "cache_write": w5, "cache_write_1h": w1h,
+        "cache_read": cached if cached is not None else read,
+    }
+    for name, literal in per_1k.items():
+        ours = getattr(rates, name)
+        if literal is None:
+            assert ours is None, name
+        else:
+            assert ours % 1_000 == 0 and ours // 1_000 == seed_usd_to_micro(literal), name
+
+
+OPENAI_SHAPED = Usage(6_000, 1_000, cache_read_tokens=4_000, shape="openai")  # prompt 10,000
+ANTHROPIC_SHAPED = Usage(1_000, 1_000, 10_000, 2_000, 3_000, shape="anthropic")
+
+
+# Hand-computed from the crate's formula and per-1k rates (floor per component):
+# OpenAI shape: uncached x in + cached x cached_in (rows with a cached-input rate), else
+# prompt x in; Anthropic shape: input x in (+ read, 5m, 1h writes on Claude rows only).
+@pytest.mark.parametrize(
+    ("model", "openai", "anthropic"),
+    [
+        ("gpt-5.5", 30_000 + 2_000 + 30_000, 5_000 + 30_000),
+        ("gpt-5.4-mini-2026-03-17", 4_500 + 300 + 4_500, 750 + 4_500),
+        ("gpt-5.4", 15_000 + 1_000 + 15_000, 2_500 + 15_000),
+        ("gpt-4o-mini-2024-07-18", 1_500 + 600, 150 + 600),
+        ("gpt-4o-2024-08-06", 50_000 + 15_000, 5_000 + 15_000),
+        ("claude-opus-4-1-20250805", 50_000 + 25_000, 5_000 + 5_000 + 12_500 + 30_000 + 25_000),
+        ("claude-sonnet-4-5-20250929", 30_000 + 15_000, 3_000 + 3_000 + 7_500 + 18_000 + 15_000),
+        ("claude-3-5-sonnet-20241022", 30_000 + 15_000, 3_000 + 3_000 + 7_500 + 18_000 + 15_000),
+        ("claude-haiku-4-5", 10_000 + 5_000, 1_000 + 1_000 + 2_500 + 6_000 + 5_000),
+        ("claude-3-haiku-20240307", 2_500 + 1_250, 250 + 300 + 600 + 1_500 + 1_250),
+        # the catch-all row ($5 / $15, no cache rates)
+        ("claude-3-7-sonnet-20250219", 50_000 + 15_000, 5_000 + 15_000),
+        ("claude-3-5-haiku-20241022", 50_000 + 15_000, 5_000 + 15_000),
+        ("claude-3-opus-20240229", 50_000 + 15_000, 5_000 + 15_000),
+        ("gpt-4.1", 50_000 + 15_000, 5_000 + 15_000),
+        ("o3", 50_000 + 15_000, 5_000 + 15_000),
+    ],
+)
+def test_omnillm_prices_each_wire_shape_as_the_crate(
+    model: str, openai: int, anthropic: int
+) -> None:
+    table = catalogue("omnillm-0.1.5", fallback="gpt-4o")
+    assert table.cost(model, OPENAI_SHAPED) == openai
+    assert table.cost(model, ANTHROPIC_SHAPED) == anthropic
+
+
+def test_omnillm_shape_examples_from_the_issue() -> None:
+    table = catalogue("omnillm-0.1.5", fallback="gpt-4o")
+    # catch-all row: Anthropic cache tokens are free (an unshaped usage charges them: 65,000)
+    anthropic = Usage(100, 300, cache_read_tokens=10_000, cache_write_tokens=2_000)
+    assert table.cost("claude-3-7-sonnet-20250219", anthropic) == 65_000
+    shaped = Usage(100, 300, cache_read_tokens=10_000, cache_write_tokens=2_000,
+                   shape="anthropic")
+    assert table.cost("claude-3-7-sonnet-20250219", shaped) == 5_000
+    # OpenAI-shaped cached tokens on a Claude row: the whole prompt at the input rate
+    openai = Usage(200, 100, cache_read_tokens=800, shape="openai")
+    assert table.cost("claude-sonnet-4-5", openai) == 4_500
+
+
+def test_omnillm_floors_each_component_of_a_shaped_usage() -> None:
+    # 7 x 0.25 = 1.75 -> 1; 333 x 0.03 = 9.99 -> 9; 3 x 0.3 -> 0; 1 x 0.5 -> 0; 1 x 1.25 -> 1
+    assert OMNILLM.cost("claude-3-haiku", Usage(7, 1, 333, 3, 1, shape="anthropic")) == 11
+    # 2 x 0.75 = 1.5 -> 1; 999 x 0.075 = 74.925 -> 74; 3 x 4.5 = 13.5 -> 13
+    assert OMNILLM.cost("gpt-5.4-mini", Usage(2, 3, 999, shape="openai")) == 88
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-5", "gpt-5.4", "claude-3-5-haiku"])
+def test_current_prices_every_shape_alike(model: str) -> None:
+    counts = (1_000, 200, 3_000, 400, 0)
+    base = CURRENT.cost(model, Usage(*counts))
+    for shape in ("openai", "anthropic"):
+        assert CURRENT.cost(model, Usage(*counts, shape=shape)) == base  # type: ignore[arg-type]
+
+
+def test_usage_shape_is_checked_and_not_part_of_equality() -> None:
+    assert Usage(1, 2, shape="openai") == Usage(1, 2)
+    with pytest.raises(InvalidValueError, match="shape"):
+        Usage(1, 2, shape="gemini")  # type: ignore[arg-type]

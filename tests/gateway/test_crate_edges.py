@@ -311,3 +311,25 @@ def test_stream_outcomes_need_a_stream(outcome: object) -> None:
     with pytest.raises(ValueError, match="needs stream=True"):
         gw.finish(a, outcome, 1.0)  # type: ignore[arg-type]
     assert ok(Usage(1, 1)).kind == "ok"
+
+
+# -- usage wire shapes, from the provider's JSON (pricing.rs 79-113) ---------------------------
+
+
+def test_usage_shapes_from_provider_json_priced_as_the_crate() -> None:
+    from pytest_omnillm.adapters import usage_from_anthropic, usage_from_openai
+
+    anthropic = usage_from_anthropic({
+        "input_tokens": 100, "output_tokens": 300,
+        "cache_read_input_tokens": 10_000, "cache_creation_input_tokens": 2_000,
+    })
+    openai = usage_from_openai({
+        "prompt_tokens": 1_000, "completion_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 800},
+    })
+    assert (anthropic.shape, openai.shape) == ("anthropic", "openai")
+    gw = make_gateway(FAITHFUL)
+    a = admitted(gw.admit(req(1, model="claude-3-7-sonnet-20250219"), 0.0))
+    assert gw.finish(a, ok(anthropic), 1.0).charged == 5_000  # catch-all: cache tokens free
+    b = admitted(gw.admit(req(2, model="claude-sonnet-4-5"), 2.0))
+    assert gw.finish(b, ok(openai), 3.0).charged == 4_500  # whole prompt at $3/M
