@@ -213,7 +213,9 @@ def usage_from_openai(usage: object) -> Usage:
         raise UsageParseError(f"usage: no prompt_tokens or input_tokens in {dict(usage)!r}")
     if cached > prompt:
         raise UsageParseError(f"usage: cached_tokens={cached} > prompt tokens {prompt}")
-    return Usage(input_tokens=prompt - cached, output_tokens=output, cache_read_tokens=cached)
+    return Usage(
+        input_tokens=prompt - cached, output_tokens=output, cache_read_tokens=cached, shape="openai"
+    )
 
 
 def usage_from_anthropic(usage: object) -> Usage:
@@ -239,6 +241,7 @@ def usage_from_anthropic(usage: object) -> Usage:
         cache_read_tokens=_tokens(usage, "cache_read_input_tokens", "usage"),
         cache_write_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
+        shape="anthropic",
     )
 
 
