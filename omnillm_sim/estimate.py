@@ -16,8 +16,10 @@ Two estimators, chosen by name from `ESTIMATORS`:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from omnillm_sim.errors import ConfigError, InvalidValueError
 from omnillm_sim.money import MicroDollar
@@ -34,6 +36,7 @@ __all__ = [
     "OmnillmEstimator",
     "UpperBoundEstimator",
     "get_estimator",
+    "omnillm_prompt_bytes",
     "prompt_token_bound",
 ]
 
@@ -51,6 +54,8 @@ class EstimateRequest:
     ``prompt_bytes`` is the UTF-8 length of the prompt text (messages, instructions, tool
     payloads); ``messages`` the number of chat messages; ``prompt_tokens`` an exact token
     count when the caller has one (a tokenizer, or a trace that records it).
+    ``omnillm_prompt_bytes``, when known, is the byte count omnillm's own rendering of the
+    request gives (`omnillm_prompt_bytes`); the ``omnillm`` estimator prefers it.
 
     Raises:
         InvalidValueError: negative or non-integer counts, or an empty model name.
@@ -61,8 +66,11 @@ class EstimateRequest:
     max_output_tokens: int | None = None
     messages: int = 1
     prompt_tokens: int | None = None
+    omnillm_prompt_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.omnillm_prompt_bytes is not None:
+            non_negative_int("omnillm_prompt_bytes", self.omnillm_prompt_bytes)
         if not isinstance(self.model, str) or not self.model.strip():
             raise InvalidValueError("model", self.model, "must be a non-empty model name")
         pb, msgs = self.prompt_bytes, self.messages
@@ -120,7 +128,8 @@ class OmnillmEstimator:
 
     def estimate(self, request: EstimateRequest, prices: PriceTable) -> Estimate:
         """Reproduce ``estimated_tokens()`` and ``pricing::estimate`` (floor per 1k tokens)."""
-        prompt = max(1, request.prompt_bytes // 4)
+        size = request.omnillm_prompt_bytes
+        prompt = max(1, (request.prompt_bytes if size is None else size) // 4)
         output = (
             request.max_output_tokens
             if request.max_output_tokens is not None
@@ -168,6 +177,153 @@ class UpperBoundEstimator:
         in_rate, out_rate = prices.price(request.model).worst_rates(prompt)
         numerator = prompt * in_rate + output * out_rate
         return Estimate(prompt + output, prompt, output, -(-numerator // 1_000_000), bounded)
+
+
+# -- omnillm's prompt size of a wire request (types/request.rs 100-142, message.rs) ------------
+
+
+def _json_len(value: Any) -> int:
+    """UTF-8 length of serde_json's compact ``Value::to_string()`` (key order does not matter)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _text_len(value: Any) -> int:
+    return len(value.encode()) if isinstance(value, str) else 0
+
+
+def _tool_output(content: Any) -> Any:
+    """The crate's ``content_to_json_string``: text blocks joined, else the JSON as a string."""
+    if isinstance(content, list):
+        text = "".join(
+            b["text"] for b in content
+            if isinstance(b, dict) and isinstance(b.get("text"), str)
+        )
+        return text if text else json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    return None if content is None else content
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+_Part = tuple[int, str | None]  # (estimated chars, plain text or None)
+
+
+def _openai_parts(message: Mapping[str, Any]) -> list[_Part]:
+    if message.get("role") == "tool":  # one ToolResult part: output.to_string()
+        return [(_json_len(_tool_output(message.get("content"))), None)]
+    parts: list[_Part] = []
+    content = message.get("content")
+    if isinstance(content, str):
+        parts.append((_text_len(content), content))
+    elif isinstance(content, list):
+        for raw in content:
+            part = raw if isinstance(raw, dict) else {}
+            kind = part.get("type", "text")
+            kind = kind if isinstance(kind, str) else "text"  # serde: as_str() or "text"
+            if kind == "text":
+                text = part.get("text")
+                text = text if isinstance(text, str) else ""
+                parts.append((_text_len(text), text))
+            elif kind == "image_url":  # ImageUrl: the URL's length (a data: URL included)
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                parts.append((_text_len(url), None))
+            elif kind == "refusal":
+                text = part.get("text")
+                text = text if isinstance(text, str) else ""
+                parts.append((_text_len(text), text))
+            else:
+                parts.append((_json_len(part), None))
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        function = function if isinstance(function, dict) else {}
+        arguments = _maybe_json(function.get("arguments", {}))
+        parts.append((_json_len(arguments) + _text_len(function.get("name", "")), None))
+    return parts
+
+
+def _anthropic_parts(message: Mapping[str, Any]) -> list[_Part]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [(_text_len(content), content)]
+    parts: list[_Part] = []
+    for block in content if isinstance(content, list) else ():
+        kind = block.get("type", "") if isinstance(block, dict) else ""
+        source = block.get("source") if isinstance(block, dict) else None
+        data = source.get("data") if isinstance(source, dict) else None
+        if kind == "text":
+            text = block.get("text")
+            text = text if isinstance(text, str) else ""
+            parts.append((_text_len(text), text))
+        elif kind == "tool_use":
+            parts.append((_json_len(block.get("input")) + _text_len(block.get("name", "")), None))
+        elif kind == "tool_result":
+            parts.append((_json_len(_tool_output(block.get("content"))), None))
+        elif kind in ("image", "document"):  # base64 data counts len / 8
+            parts.append(((len(data) if isinstance(data, str) else 0) // 8, None))
+        else:
+            parts.append((_json_len(block), None))
+    return parts
+
+
+def omnillm_prompt_bytes(
+    body: Mapping[str, Any], wire: Literal["openai-chat", "anthropic-messages"]
+) -> int:
+    """The prompt size omnillm 0.1.5 estimates from, for a request body of ``wire`` format.
+
+    The crate sums the UTF-8 length of every input item (text its bytes; an image URL its
+    length; base64 images and files ``len / 8``; tool calls their JSON arguments plus name;
+    tool results and unknown parts their JSON), then adds its instructions: Anthropic's
+    ``system`` (which it also keeps as a first system message, so it counts twice), or, with
+    no instructions (OpenAI chat), the text of the system and developer messages joined by
+    ``"\n\n"`` (counted a second time). Tool definitions and response schemas are not
+    counted. `OmnillmEstimator` takes ``max(1, bytes // 4)`` of it.
+
+    Raises:
+        InvalidValueError: an unknown ``wire`` or a body without a ``messages`` list.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidValueError("body", "messages", "must have a 'messages' list")
+    items: list[tuple[str, list[_Part]]] = []
+    instructions: str | None = None
+    if wire == "openai-chat":
+        for m in messages:
+            m = m if isinstance(m, Mapping) else {}
+            role = m.get("role")
+            items.append((role if isinstance(role, str) else "user", _openai_parts(m)))
+    elif wire == "anthropic-messages":
+        system = body.get("system")
+        if isinstance(system, list):
+            system = "\n".join(
+                b["text"] for b in system
+                if isinstance(b, dict) and isinstance(b.get("text"), str)
+            )
+        if isinstance(system, str) and system:
+            instructions = system
+            items.append(("system", [(_text_len(system), system)]))
+        for m in messages:
+            m = m if isinstance(m, Mapping) else {}
+            role = m.get("role", "assistant")
+            items.append((role if isinstance(role, str) else "user", _anthropic_parts(m)))
+    else:
+        raise InvalidValueError("wire", wire, "must be 'openai-chat' or 'anthropic-messages'")
+    total = sum(chars for _, parts in items for chars, _ in parts)
+    if instructions is None:
+        folded = [
+            "".join(text for _, text in parts if text is not None)
+            for role, parts in items
+            if role in ("system", "developer")
+        ]
+        instructions = "\n\n".join(text for text in folded if text)
+    return total + len(instructions.encode())
 
 
 ESTIMATORS: dict[str, type[OmnillmEstimator] | type[UpperBoundEstimator]] = {

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from omnillm_sim.breaker import FaithfulBreaker, SafeBreaker
 from omnillm_sim.budget import BudgetTracker, SeedBudgetTracker
 from omnillm_sim.errors import ReservationStateError
+from omnillm_sim.estimate import get_estimator, omnillm_prompt_bytes
 from omnillm_sim.gateway import (
     Admission,
     Gateway,
@@ -333,3 +334,82 @@ def test_usage_shapes_from_provider_json_priced_as_the_crate() -> None:
     assert gw.finish(a, ok(anthropic), 1.0).charged == 5_000  # catch-all: cache tokens free
     b = admitted(gw.admit(req(2, model="claude-sonnet-4-5"), 2.0))
     assert gw.finish(b, ok(openai), 3.0).charged == 4_500  # whole prompt at $3/M
+
+
+# -- omnillm's prompt size of a request body (types/request.rs 100-142, message.rs) ------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # system text (9 bytes) is an input item and, with no `instructions`, folded in again
+        ({"messages": [{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "Hello, world"}]}, 9 + 12 + 9),
+        # system and developer folded as "abc\n\nde" (7 bytes) on top of 3 + 2 + 2
+        ({"messages": [{"role": "system", "content": "abc"}, {"role": "developer", "content": "de"},
+                       {"role": "user", "content": "hi"}]}, 3 + 2 + 2 + 7),
+        ({"messages": [{"role": "user", "content": "h\u00e9llo"}]}, 6),  # UTF-8 bytes
+        # tool definitions are not counted
+        ({"messages": [{"role": "user", "content": "hi"}],
+          "tools": [{"type": "function", "function": {"name": "x" * 500}}]}, 2),
+        # an image URL counts its length, even a data: URL (26 characters)
+        ({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "see"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 3 + 26),
+        # a tool result is its JSON string: "42" with quotes is 4 bytes
+        ({"messages": [{"role": "tool", "tool_call_id": "c1", "content": "42"}]}, 4),
+        # a tool call: its arguments parsed and re-serialised compactly ({"a":1}: 7) + name (3)
+        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "add", "arguments": "{\"a\": 1}"}}]}]}, 7 + 3),
+    ],
+)
+def test_omnillm_prompt_bytes_of_openai_chat_bodies(body: dict[str, object], expected: int) -> None:
+    assert omnillm_prompt_bytes(body, "openai-chat") == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # `system` becomes the instructions *and* a first system message: counted twice
+        ({"system": "You are terse.", "messages": [{"role": "user", "content": "Hi"}]},
+         14 + 14 + 2),
+        ({"system": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}],
+          "messages": [{"role": "user", "content": "Hi"}]}, 3 + 3 + 2),  # "A\nB"
+        # base64 image: 80 characters / 8; a document: 17 / 8 = 2
+        ({"messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "A" * 80}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                            "data": "B" * 17}}]}]}, 10 + 2),
+        # tool use: {"a":1,"b":2} (13) + "add" (3); tool result: text "3" as JSON "\"3\"" (3)
+        ({"messages": [
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "add", "input": {"a": 1, "b": 2}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1",
+                 "content": [{"type": "text", "text": "3"}]}]}]}, 13 + 3 + 3),
+        ({"tools": [{"name": "y" * 300, "input_schema": {}}],
+          "messages": [{"role": "user", "content": "Hi"}]}, 2),
+    ],
+)
+def test_omnillm_prompt_bytes_of_anthropic_bodies(body: dict[str, object], expected: int) -> None:
+    assert omnillm_prompt_bytes(body, "anthropic-messages") == expected
+
+
+def test_plugin_request_parsing_feeds_the_omnillm_estimator_the_crates_byte_count() -> None:
+    import json
+
+    from pytest_omnillm.adapters import match_endpoint, parse_request
+
+    body = {"model": "gpt-4o", "max_tokens": 100,
+            "messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Hello, world"}],
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}
+    endpoint = match_endpoint("POST", "/v1/chat/completions")
+    assert endpoint is not None
+    parsed = parse_request(endpoint, json.dumps(body).encode())
+    assert parsed.estimate_request is not None
+    est = get_estimator("omnillm").estimate(parsed.estimate_request, PRICES)
+    # 30 bytes -> 7 prompt tokens + 100 -> 107 tokens x 5 µ$ (gpt-4o, all at the input rate)
+    assert (est.prompt_tokens, est.tokens, est.cost) == (7, 107, 535)
