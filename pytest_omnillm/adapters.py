@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from omnillm_sim.estimate import EstimateRequest
+from omnillm_sim.estimate import EstimateRequest, omnillm_prompt_bytes
 from omnillm_sim.pricing import Usage
 
 __all__ = [
@@ -170,8 +170,17 @@ def parse_request(endpoint: Endpoint, body: bytes) -> ParsedRequest:
         prompt_bytes=len(body),
         max_output_tokens=_output_bound(endpoint.kind, data),
         messages=_messages(endpoint.kind, data),
+        omnillm_prompt_bytes=_omnillm_bytes(endpoint.kind, data),
     )
     return ParsedRequest(endpoint, model, request, stream)
+
+
+def _omnillm_bytes(kind: Kind, body: Mapping[str, Any]) -> int | None:
+    """omnillm's own prompt size of the body (for the ``omnillm`` estimator), if it has one."""
+    wire = {"chat": "openai-chat", "messages": "anthropic-messages"}.get(kind)
+    if wire is None or not isinstance(body.get("messages"), list):
+        return None
+    return omnillm_prompt_bytes(body, wire)  # type: ignore[arg-type]
 
 
 # -- usage -------------------------------------------------------------------------------------
