@@ -8,17 +8,63 @@ process's tests or every worker's.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from omnillm_sim.money import format_usd
 
-__all__ = ["SpendSummary", "render", "summarise", "write_json"]
+__all__ = ["SpendSummary", "redact_text", "redact_url", "render", "summarise", "write_json"]
 
 TOKEN_KEYS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+REDACTED = "REDACTED"
+# A query parameter whose name contains one of these (case-insensitive) holds a credential.
+_SECRET_PARAMS = ("key", "token", "sig", "secret", "password", "passwd", "auth", "credential")
+_SECRET_EXACT = {"code", "session", "signature", "x-amz-security-token"}
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_TOKEN_LIKE = re.compile(r"(?i)\b(bearer\s+|sk-|sk-ant-)[A-Za-z0-9._~+/=-]{6,}")
+
+
+def _secret_param(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_EXACT or any(part in lowered for part in _SECRET_PARAMS)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: userinfo and key-like query parameters become REDACTED.
+
+    >>> redact_url("https://u:pw@api.example.com/v1/chat?api-key=s3cr3t&x=1")
+    'https://REDACTED@api.example.com/v1/chat?api-key=REDACTED&x=1'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_param(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, REDACTED if _secret_param(k) else v) for k, v in pairs], safe="/:"
+            )
+    fragment = REDACTED if parts.fragment and "=" in parts.fragment else parts.fragment
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted (`redact_url`) and bearer/``sk-`` keys hidden."""
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    if "sk-" in text or "earer" in text:
+        text = _TOKEN_LIKE.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
 
 
 @dataclass
