@@ -214,10 +214,13 @@ def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) 
         headers.get("content-type", ""),
         headers.get("content-encoding", ""),
     )
-    if watch:
-        response.stream = wrap(response.stream, flight)
-    else:
+    if not watch:
         flight.done()
+    elif hasattr(response, "_content"):  # built already read (a mock's Response(json=...))
+        flight.chunk(response._content)
+        flight.done()
+    else:
+        response.stream = wrap(response.stream, flight)
 
 
 _streams: dict[str, tuple[type[Any], type[Any]]] = {}
