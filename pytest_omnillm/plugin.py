@@ -20,7 +20,7 @@ import pytest
 from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.errors import ConfigError, OmniLLMError
 from pytest_omnillm import intercept
-from pytest_omnillm.report import render, summarise, write_json
+from pytest_omnillm.report import ledger_kept_lines, render, summarise, write_json
 from pytest_omnillm.session import (
     BudgetSession,
     SessionBudget,
@@ -248,8 +248,11 @@ class LLMBudgetPlugin:
     def _summary(self) -> Any:
         ledger = entries = None
         if self.ledger is not None:
-            ledger = dataclasses.asdict(self.ledger.stats())
+            stats = self.ledger.stats()
+            ledger = dataclasses.asdict(stats)
             entries = [dataclasses.asdict(e) for e in self.ledger.entries()]
+            # Open reservations at the end belong to dead processes: keep the file for reclaim.
+            self.ledger_kept = stats.open_count > 0
         outside = self.outside + [r.as_dict() for r in self.session.outside]
         return summarise(
             self.tests,
@@ -258,6 +261,10 @@ class LLMBudgetPlugin:
             session_source=self.settings.session_budget.source,
             ledger=ledger,
             ledger_entries=entries,
+            test_limit=self.settings.budget.micros,
+            test_source=self.settings.budget.source,
+            ledger_path=self.ledger.path if self.ledger_kept else None,
+            notes=self.interception_notes,
         )
 
     @pytest.hookimpl(trylast=True)
@@ -271,10 +278,15 @@ class LLMBudgetPlugin:
             write_json(self._summary(), path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if _is_worker(self.config) or self.settings.summary == 0:
+        if _is_worker(self.config):
             return
         summary = self._summary()
-        if not summary.requests and not any(t["limit"] is not None for t in summary.tests):
+        if self.settings.summary == 0:
+            for line in ledger_kept_lines(summary):  # never hide a ledger to reclaim
+                terminalreporter.write_line(line)
+            return
+        quiet = not summary.requests and not summary.notes
+        if quiet and not any(t["limit"] is not None for t in summary.tests):
             return
         terminalreporter.write_sep("=", "LLM budget")
         for line in render(summary, self.settings.summary):
@@ -286,7 +298,7 @@ class LLMBudgetPlugin:
         intercept.pop_handler(self.session)
         if self.ledger is not None:
             self.ledger.close()
-        if self._ledger_dir is not None:
+        if self._ledger_dir is not None and not self.ledger_kept:
             shutil.rmtree(self._ledger_dir, ignore_errors=True)
 
 
