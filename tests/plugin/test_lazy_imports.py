@@ -26,15 +26,11 @@ print(json.dumps({"before": before, "after": after, "input": price.rates.input,
 
 
 def test_prices_and_check_tracker_load_on_first_use() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         check=True).stdout
     seen = json.loads(out)
-    assert seen["before"] == {
-        "genai_prices": False,
-        "omnillm_sim.verify.seed_api": False,
-        "hypothesis.stateful": False,
-    }
+    assert seen["before"] == {"genai_prices": False, "omnillm_sim.verify.seed_api": False,
+                              "hypothesis.stateful": False}
     assert seen["after"] == {"genai_prices": True, "omnillm_sim.verify.seed_api": True}
     assert seen["input"] > 0 and seen["check_tracker"] == "omnillm_sim.verify.seed_api"
 
