@@ -174,20 +174,23 @@ def test_vcr_record_is_live_and_replay_is_replayed(
     harness: Harness, llm: FakeLLM, tmp_path: Path
 ) -> None:
     import vcr
+    import vcr.patch
 
+    # vcrpy 7 patches httpx's Client._send_single_request; vcrpy 9 also patches httpx2.
+    libs = [httpx] + ([httpx2] if hasattr(vcr.patch, "_Httpx2HttpTransport_handle_request") else [])
     cassette = str(tmp_path / "chat.yaml")
     for mode in ("all", "none"):
         with vcr.use_cassette(cassette, record_mode=mode):
-            for lib in (httpx, httpx2):
+            for lib in libs:
                 with lib.Client() as client:
                     client.post(llm.url + "/v1/chat/completions", json=BODY).json()
-    assert len(llm.received) == 2  # recorded once per library, then replayed
+    n = len(libs)
+    assert len(llm.received) == n  # recorded once per library, then replayed
+    # vcrpy 7's stub answers a replay above our wrapper: never sent, never charged, not seen.
+    replays = [(True, 0, 20)] * n if httpx2 in libs else []
     assert [(r.replayed, r.charged, r.if_live) for r in harness.records] == [
-        (False, 20, None),
-        (False, 20, None),
-        (True, 0, 20),
-        (True, 0, 20),
-    ]
+        (False, 20, None)
+    ] * n + replays
 
 
 # -- item 6: no budget is unlimited; a held ledger lock names its file --------------------------
