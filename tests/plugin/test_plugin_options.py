@@ -547,3 +547,28 @@ def test_budget_replays_option_and_ini_key(pt: pytest.Pytester, prices_file: Pat
                 "$0.000020 (--llm-budget-replays)",
             ]
         )
+
+
+def test_pytest_httpx_mocks_are_replayed(pt: pytest.Pytester, llm: FakeLLM) -> None:
+    pt.makepyfile(
+        """
+        import httpx
+
+        def test_mocked(httpx_mock):
+            httpx_mock.add_response(
+                json={"usage": {"prompt_tokens": 10, "completion_tokens": 5}}, is_reusable=True
+            )
+            for _ in range(3):
+                httpx.post("http://llm.invalid/v1/chat/completions",
+                           json={"model": "test-model", "messages": [], "max_tokens": 20})
+        """
+    )
+    result = pt.runpytest("-p", "pytest_httpx")
+    result.assert_outcomes(passed=1)
+    assert llm.received == []
+    result.stdout.fnmatch_lines(
+        [
+            "session: $0.000000 spent in 3 LLM request(s)*",
+            "replayed from mocks/cassettes: $0.000060 if live, 3 request(s), not charged*",
+        ]
+    )
