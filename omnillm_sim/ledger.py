@@ -38,6 +38,7 @@ from omnillm_sim.errors import (
     ConfigError,
     InvalidValueError,
     InvariantViolation,
+    OmniLLMError,
     ReservationStateError,
 )
 from omnillm_sim.money import MicroDollar
@@ -165,6 +166,7 @@ class Ledger:
         self.path = str(path)
         self.name = name
         self.owner = owner if owner is not None else f"pid:{os.getpid()}"
+        self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(
@@ -205,13 +207,23 @@ class Ledger:
             self._ledger = ledger
 
         def __enter__(self) -> sqlite3.Connection:
-            self._ledger._lock.acquire()
+            ledger = self._ledger
+            ledger._lock.acquire()
             try:
-                self._ledger._db.execute("BEGIN IMMEDIATE")
+                ledger._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                ledger._lock.release()
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise OmniLLMError(
+                    f"{ledger.path}: the ledger's lock was held by another process for more "
+                    f"than {ledger.busy_timeout:g} s ({exc}); is a process stuck in a "
+                    "transaction on this file?"
+                ) from None
             except BaseException:
-                self._ledger._lock.release()
+                ledger._lock.release()
                 raise
-            return self._ledger._db
+            return ledger._db
 
         def __exit__(
             self,

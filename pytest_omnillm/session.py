@@ -13,9 +13,17 @@ settles both reservations when the response's usage arrives:
   a read error after sending, still open at teardown): the reservation is kept, i.e. charged
   at its estimate (``"no-usage"`` / ``"unparsed"`` / ``"failed"``).
 
-With no budget anywhere, trackers are unlimited and nothing is refused; a model missing from
-the price table is then reported as ``"unpriced"`` (never silently $0). With a budget, such a
-request is refused (`LLMUnknownModel`) unless a fallback model prices it.
+* a redirect (3xx): released; the next hop is a request of its own (``"redirect"``).
+
+With no budget anywhere, trackers are unlimited (no amount is ever refused) and nothing is
+refused; a model missing from the price table is then reported as ``"unpriced"`` (never
+silently $0). With a budget, such a request is refused (`LLMUnknownModel`) unless a fallback
+model prices it.
+
+A response that came from no network connection (a mock, a cassette replay; see
+``intercept``) is recorded with ``replayed=True`` and its would-be cost in ``if_live``; its
+reservations are released (it cost nothing) unless ``count_replays`` is set, in which case it is
+charged like a live call.
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from omnillm_sim.errors import (
     UnknownModelError,
 )
 from omnillm_sim.estimate import Estimate, Estimator, get_estimator
-from omnillm_sim.money import MicroDollar, format_usd
+from omnillm_sim.money import U64_MAX, MicroDollar, format_usd
 from omnillm_sim.pricing import PriceTable, Usage
 from pytest_omnillm.adapters import UsageParseError, UsageReader, parse_request
 from pytest_omnillm.intercept import RequestInfo
+from pytest_omnillm.report import redact_text, redact_url
 from pytest_omnillm.settings import Budget
 
 __all__ = [
@@ -99,25 +108,50 @@ class LLMUnknownModel(UnknownModelError):
         self.args = (f"in {test}: {self.args[0]}",)
 
 
-_sdk_classes: dict[tuple[type[BaseException], type[BaseException]], Any] = {}
+_sdk_classes: dict[tuple[type[BaseException], ...], Any] = {}
 _E = TypeVar("_E", bound=BaseException)
 
 
+_SDK_BASES = (("anthropic", "AnthropicError"), ("openai", "OpenAIError"))
+
+
 def _for_sdk(error_cls: type[_E]) -> type[_E]:
-    # The Anthropic SDK wraps any exception from its HTTP client in APIConnectionError and
-    # retries it (sleeping between attempts), except its own AnthropicError. Mixing that base
-    # in makes a refusal reach the application at once, as itself, with no retry.
-    anthropic = sys.modules.get("anthropic")
-    base = getattr(anthropic, "AnthropicError", None)
-    if not isinstance(base, type) or not issubclass(base, BaseException):
+    # The Anthropic SDK and openai 1.x-3.14 wrap any exception from their HTTP client in
+    # APIConnectionError and retry it (sleeping between attempts), except their own base
+    # error. Mixing those bases in makes a refusal reach the application at once, as itself,
+    # with no retry (one refusal, one record).
+    bases: list[type[BaseException]] = []
+    for module_name, name in _SDK_BASES:
+        base = getattr(sys.modules.get(module_name), name, None)
+        if isinstance(base, type) and issubclass(base, BaseException) and base not in bases:
+            bases.append(base)
+    if not bases:
         return error_cls
-    key = (error_cls, base)
+    key: tuple[type[BaseException], ...] = (error_cls, *bases)
     if key not in _sdk_classes:
         _sdk_classes[key] = type(
-            error_cls.__name__, (error_cls, base), {"__module__": error_cls.__module__}
+            error_cls.__name__, (error_cls, *bases), {"__module__": error_cls.__module__}
         )
     made: type[_E] = _sdk_classes[key]
     return made
+
+
+class UnlimitedTracker(BudgetTracker):
+    """A `BudgetTracker` that records spend and never refuses: "no budget" is unlimited.
+
+    `BudgetTracker.unlimited` stops at the seed's ``u64::MAX``, so an absurd estimate (say
+    ``max_tokens=5e18``) would be refused with no budget set; here nothing is.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *, name: str = "budget") -> None:
+        self._init(U64_MAX, name)
+
+    def _admit(self, estimated: MicroDollar) -> bool:
+        if self._used + estimated > self._limit:
+            self._limit = self._used + estimated  # unlimited: the cap moves, never refuses
+        return super()._admit(estimated)
 
 
 class _Handle(Protocol):
@@ -153,6 +187,10 @@ class RequestRecord:
     http_status: int | None = None
     available: MicroDollar | None = None
     detail: str = ""
+    replayed: bool = False
+    if_live: MicroDollar | None = None
+    worker: str = ""
+    ledger_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -196,6 +234,7 @@ class BudgetSession:
         session_source: str,
         enforce: bool,
         worker: str = "",
+        count_replays: bool = False,
     ) -> None:
         self.prices = prices
         self.estimator: Estimator = get_estimator(
@@ -206,6 +245,7 @@ class BudgetSession:
         self.session_source = session_source
         self.enforce = enforce  # some budget is configured: refuse unknown models
         self.worker = worker
+        self.count_replays = count_replays
         self.current: TestBudget | None = None
         self.outside: list[RequestRecord] = []
         self._seq = itertools.count(1)
@@ -215,8 +255,9 @@ class BudgetSession:
 
     def begin_test(self, nodeid: str, budget: Budget) -> TestBudget:
         """Start a test: its tracker takes the test's limit (unlimited without one)."""
+        tracker: BudgetTracker
         if budget.micros is None:
-            tracker = BudgetTracker.unlimited(name=f"LLM budget of {nodeid}")
+            tracker = UnlimitedTracker(name=f"LLM budget of {nodeid}")
         else:
             tracker = BudgetTracker.from_micros(budget.micros, name=f"LLM budget of {nodeid}")
         test = TestBudget(nodeid, budget, tracker)
@@ -243,9 +284,10 @@ class BudgetSession:
             seq=next(self._seq),
             test=nodeid,
             endpoint=info.endpoint.name,
-            url=info.url,
+            url=redact_url(info.url),
             model=parsed.model,
             stream=parsed.stream,
+            worker=self.worker,
         )
         self._add(test, record)
         if parsed.estimate_request is None:
@@ -269,7 +311,7 @@ class BudgetSession:
             return None
         record.estimate = estimate.cost
         record.bounded = estimate.bounded
-        label = f"#{record.seq} {parsed.model}"
+        label = f"#{record.seq} {parsed.model} @ {nodeid}"
         test_handle: _Handle | None = None
         if test is not None:
             try:
@@ -285,6 +327,8 @@ class BudgetSession:
                 test_handle.release()
             used = self.session_budget.stats().used
             raise self._refuse(record, test, "session", exc, self.session_source, used) from None
+        if getattr(self.session_budget, "path", None) is not None:  # the shared ledger
+            record.ledger_id = getattr(session_handle, "id", None)
         flight = _Flight(self, test, record, info, estimate, test_handle, session_handle)
         if test is not None:
             test.flights.append(flight)
@@ -342,6 +386,7 @@ class _Flight:
         self._estimate = estimate
         self._handles = [h for h in (test_handle, session_handle) if h is not None]
         self._reader: UsageReader | None = None
+        self._replayed = False
         self._ended = False
         self._lock = threading.Lock()
 
@@ -353,7 +398,10 @@ class _Flight:
             self._ended = True
         record = self.record
         record.status = status
-        record.detail = detail or record.detail
+        record.detail = redact_text(detail or record.detail)
+        if self._replayed and not self._session.count_replays:
+            record.if_live = actual or 0
+            actual = None  # it cost nothing: no network connection answered it
         for handle in self._handles:
             if actual is None:
                 handle.release()
@@ -367,6 +415,14 @@ class _Flight:
         self._end(status, self._estimate.cost, detail)
 
     # -- Flight protocol (never raises) -------------------------------------------------------
+
+    def replayed(self) -> None:
+        self._replayed = True
+        self.record.replayed = True
+
+    def redirected(self, status: int) -> None:
+        self.record.http_status = status
+        self._end("redirect", None, f"HTTP {status}: released (the next hop is its own request)")
 
     def failed(self, exc: BaseException, *, sent: bool) -> None:
         detail = f"{type(exc).__name__}: {exc}"[:300]

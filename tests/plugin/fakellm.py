@@ -36,6 +36,7 @@ class Reply:
     cut_stream: bool = False
     gzip: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    redirect: str | None = None  # answer 307 with this Location (nothing billed)
 
 
 @dataclass
@@ -115,6 +116,9 @@ class FakeLLM:
         with self._lock:
             self.received.append(Received(path, body, dict(h.headers), raw))
         reply = self._next()
+        if reply.redirect is not None:
+            self._send_raw(h, 307, b"", "text/plain", {**reply.headers, "location": reply.redirect})
+            return
         if reply.status >= 400:
             payload = {"error": {"message": "scripted error", "type": "server_error"}}
             self._send_json(h, reply.status, payload, reply.headers)
