@@ -116,10 +116,10 @@ def plugin_suite(size: Size) -> Figure:
         return Figure(name, 0.0, None, "s", "ratio<=", 1.10, 0, note=why, skipped=True)
     with tempfile.TemporaryDirectory() as tmp:
         where = _scratch(tmp, "test_trivial.py", SUITE.format(n=n))
-        ours, base = side_by_side(lambda: _pytest(where, ON), lambda: _pytest(where, OFF), reps)
-    return Figure(name, ours, base, "s", "ratio<=", 1.10, reps,
+        pair = side_by_side(lambda: _pytest(where, ON), lambda: _pytest(where, OFF), reps)
+    return Figure(name, pair.ours, pair.baseline, "s", "ratio<=", 1.10, reps,
                   note=f"{n:,} tests; whole pytest command incl. start-up; on = "
-                  f"{' '.join(ON)}, off = {' '.join(OFF)}")
+                  f"{' '.join(ON)}, off = {' '.join(OFF)}", spread=pair.spread)
 
 
 def plugin_request(size: Size) -> Figure:
@@ -137,10 +137,10 @@ def plugin_request(size: Size) -> Figure:
             _pytest(where, args, env)
             return float(json.loads(out.read_text())) * 1000.0
 
-        ours, base = side_by_side(lambda: per_request(ON), lambda: per_request(OFF), reps)
-    return Figure(name, ours, base, "ms", "ratio<=", 1.20, reps,
+        pair = side_by_side(lambda: per_request(ON), lambda: per_request(OFF), reps)
+    return Figure(name, pair.ours, pair.baseline, "ms", "ratio<=", 1.20, reps,
                   note=f"median of {n} non-streamed calls per run after {warm} warm-up, "
-                  "openai client -> fake server on 127.0.0.1")
+                  "openai client -> fake server on 127.0.0.1", spread=pair.spread)
 
 
 BENCHMARKS = [plugin_suite, plugin_request]
