@@ -210,16 +210,74 @@ def _run_run(args: argparse.Namespace) -> int:
 _COMPARE_HELP = """\
 Run one scenario under several gateway policies on the same arrivals; one side-by-side report.
 
+A what-if (--what-if 'keys.0.count=3,budget.limit=200') is a column of its own: the scenario
+with those keys changed. When the scenario replays a log with observed timing (a
+[workload.trace] of format pytest-omnillm, otel-genai, litellm-spend, or csv/jsonl with an end
+or duration column), the log's own totals come first, "as it happened".
+
 examples:
   omnillm-sim compare scenarios/underestimate.toml
   omnillm-sim compare scenarios/burst.toml --policy omnillm-0.1.5 --policy safe --seed 3
+  omnillm-sim compare my-log.toml --policy safe --what-if keys.0.count=3 \
+      --what-if budget.limit=200
 """
+
+_WHAT_IF_HELP = ("a what-if column: scenario keys to change, comma-separated KEY=VALUE "
+                 "(e.g. keys.0.count=3,budget.limit=200); repeatable")
+
+
+def _what_ifs(items: list[str]) -> list[tuple[str, dict[str, object]]]:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.sim.scenario import coerce_literal
+
+    out = []
+    for item in items:
+        changes: dict[str, object] = {}
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError("--what-if", item,
+                                  "must look like KEY=VALUE[,KEY=VALUE] (e.g. keys.0.count=3)")
+            changes[key.strip()] = coerce_literal(value.strip())
+        out.append((item, changes))
+    return out
+
+
+def _observed_totals(scenario: Any) -> Any:
+    """A replayed log's own totals ("as it happened"), or None for other workloads."""
+    from omnillm_sim.pricing import catalogue
+    from omnillm_sim.sim.importers import (
+        in_start_order,
+        is_observed,
+        observed_totals,
+        read_observed,
+    )
+
+    spec = scenario.workload.trace
+    if spec is None or not is_observed(spec.format, dict(spec.columns)):
+        return None
+    rows = in_start_order(read_observed(spec.path, spec.format, columns=dict(spec.columns),
+                                        time_unit=spec.time_unit), str(spec.path))
+    if spec.limit is not None:
+        rows = (row for _, row in zip(range(spec.limit), rows, strict=False))
+    p = scenario.prices
+    prices = catalogue(p.catalogue, overrides=p.overrides, fallback=p.fallback)
+    return observed_totals(rows, prices, dict(spec.models), scenario.requests.model)
+
+
+def _labelled(result: Any, label: str) -> Any:
+    import dataclasses
+
+    return result if label == result.policy else dataclasses.replace(result, policy=label)
 
 
 def _add_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
     parser.add_argument("--policy", action="append", default=None,
-                        help="a policy to compare (repeat; default: omnillm-0.1.5 and safe)")
+                        help="a policy to compare (repeat; default: omnillm-0.1.5 and safe, "
+                        "or none when --what-if is given)")
+    parser.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE,...",
+                        help=_WHAT_IF_HELP)
     _add_run_options(parser)
 
 
@@ -227,14 +285,18 @@ def _run_compare(args: argparse.Namespace) -> int:
     from omnillm_sim.report.writer import write_compare_report
     from omnillm_sim.sim.scenario import load_scenario
 
-    policies = args.policy or ["omnillm-0.1.5", "safe"]
+    what_ifs = _what_ifs(args.what_if)
+    policies = args.policy or ([] if what_ifs else ["omnillm-0.1.5", "safe"])
+    variants = [(p, {"gateway.policy": p}) for p in policies] + what_ifs
     results = []
-    for policy in policies:
-        scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=policy))
-        results.append(_run_one(scenario, args))
+    for label, changes in variants:
+        scenario = load_scenario(args.scenario, {**_overrides(args), **changes})
+        results.append(_labelled(_run_one(scenario, args), label))
         _print_result(results[-1])
+    observed = _observed_totals(results[0].scenario)
     out = _out_dir(args, f"{results[0].scenario.name}-compare")
-    _print_written(write_compare_report(results, out, charts=not args.no_charts))
+    _print_written(write_compare_report(results, out, charts=not args.no_charts,
+                                        observed=observed))
     return 0
 
 
@@ -246,11 +308,22 @@ Replay a request trace through the gateway of a scenario (or the default one).
 Formats: azure (TIMESTAMP,ContextTokens,GeneratedTokens), burstgpt, and generic csv/jsonl
 with named columns (--column time=ts --column prompt_tokens=in --column output_tokens=out).
 
+Logs with both ends of each call replay with their observed timing: each call is admitted at
+its start and ends at its observed end with its observed outcome and bill (rows the what-if
+gateway refuses are counted refused). Log formats: pytest-omnillm (this project's --llm-report
+JSON), otel-genai (OTLP/JSON or flattened GenAI spans, one a line), litellm-spend (LiteLLM
+SpendLogs as CSV, JSON or JSON lines), and csv/jsonl with an end or duration column (optional
+status, cost in USD and key columns). The report puts the log "as it happened" beside the
+replay; several --policy / --what-if give one column each.
+
 examples:
   omnillm-sim replay ../shared/data/AzureLLMInferenceTrace_conv.csv --format azure
   omnillm-sim replay trace.csv --format azure --scenario scenarios/steady.toml --speed 4
   omnillm-sim replay calls.jsonl --format jsonl --column time=ts --column prompt_tokens=in \\
       --column output_tokens=out --time-unit ms --limit 5000
+  omnillm-sim replay spend.csv --format litellm-spend --scenario gw.toml \\
+      --policy omnillm-0.1.5 --policy safe --what-if keys.0.count=3
+  omnillm-sim replay spend.json --format pytest-omnillm --set budget.limit=5.00
 """
 
 
@@ -265,19 +338,25 @@ def _add_replay(parser: argparse.ArgumentParser) -> None:
                         help="replay speed: 2 plays the trace twice as fast")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
     parser.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
-                        help="csv/jsonl column for time, prompt_tokens, output_tokens, model")
+                        help="csv/jsonl column for time, prompt_tokens, output_tokens, model, "
+                        "and for logs end or duration, status, cost, key")
     parser.add_argument("--time-unit", default="s", choices=("s", "ms", "iso"),
-                        help="unit of the csv/jsonl time column")
-    parser.add_argument("--policy", default=None, help="gateway policy instead of the base's")
+                        help="unit of the csv/jsonl time (and end, duration) columns")
+    parser.add_argument("--policy", action="append", default=None,
+                        help="gateway policy instead of the base's (repeat to compare)")
+    parser.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE,...",
+                        help=_WHAT_IF_HELP)
     _add_run_options(parser)
 
 
 def _run_replay(args: argparse.Namespace) -> int:
+    import copy
     import tomllib
 
     from omnillm_sim.errors import ConfigError
-    from omnillm_sim.report.writer import write_run_report
-    from omnillm_sim.sim.scenario import _leading_comment, scenario_from_dict
+    from omnillm_sim.report.writer import write_compare_report, write_run_report
+    from omnillm_sim.sim.importers import in_start_order, is_observed, read_observed
+    from omnillm_sim.sim.scenario import _leading_comment, _set_path, scenario_from_dict
     from omnillm_sim.sim.traces import read_trace
 
     if not args.speed > 0:
@@ -290,11 +369,21 @@ def _run_replay(args: argparse.Namespace) -> int:
         columns[field] = name
     trace = Path(args.trace).resolve()
     last = 0.0
-    for count, row in enumerate(read_trace(trace, args.format, columns=columns,
-                                           time_unit=args.time_unit), start=1):
-        last = row.time
-        if args.limit is not None and count >= args.limit:
-            break
+    if is_observed(args.format, columns):
+        origin = None
+        rows = in_start_order(read_observed(trace, args.format, columns=columns,
+                                            time_unit=args.time_unit), str(trace))
+        for count, observed_row in enumerate(rows, start=1):
+            origin = observed_row.start if origin is None else origin
+            last = observed_row.start - origin
+            if args.limit is not None and count >= args.limit:
+                break
+    else:
+        for count, row in enumerate(read_trace(trace, args.format, columns=columns,
+                                               time_unit=args.time_unit), start=1):
+            last = row.time
+            if args.limit is not None and count >= args.limit:
+                break
     data: dict[str, Any] = {}
     base, source, question = Path.cwd(), "<replay>", ""
     if args.scenario:
@@ -316,14 +405,33 @@ def _run_replay(args: argparse.Namespace) -> int:
     data["duration"] = last / args.speed + 1.0
     data["name"] = trace.stem
     data.pop("max_requests", None)
-    if args.policy:
-        data.setdefault("gateway", {})["policy"] = args.policy
-    scenario = scenario_from_dict(data, source=source, base=base, name=trace.stem,
-                                  question=question or f"Replay of {trace.name}.")
-    result = _run_one(scenario, args)
-    _print_result(result)
-    _print_written(write_run_report(result, _out_dir(args, scenario.name),
-                                    charts=not args.no_charts))
+    for key, value in _overrides(args).items():
+        _set_path(data, key, value, "--set")
+    what_ifs = _what_ifs(args.what_if)
+    variants = [(p, {"gateway.policy": p}) for p in args.policy or []] + what_ifs
+    results = []
+    for label, changes in variants or [("", {})]:
+        variant = copy.deepcopy(data)
+        for key, value in changes.items():
+            _set_path(variant, key, value, "--what-if")
+        scenario = scenario_from_dict(variant, source=source, base=base, name=trace.stem,
+                                      question=question or f"Replay of {trace.name}.")
+        result = _run_one(scenario, args)
+        results.append(_labelled(result, label) if label else result)
+        _print_result(results[-1])
+    observed = _observed_totals(results[0].scenario)
+    if len(results) == 1:
+        paths = write_run_report(results[0], _out_dir(args, trace.stem),
+                                 charts=not args.no_charts, observed=observed)
+    else:
+        paths = write_compare_report(results, _out_dir(args, f"{trace.stem}-compare"),
+                                     charts=not args.no_charts, observed=observed)
+    if observed is not None:
+        from omnillm_sim.money import format_usd
+
+        print(f"as it happened: {observed.requests:,} requests, {observed.ok:,} ok, "
+              f"spent {format_usd(observed.spent)}")
+    _print_written(paths)
     return 0
 
 
@@ -480,6 +588,7 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
 
 def _run_validate(args: argparse.Namespace) -> int:
     from omnillm_sim.money import format_usd
+    from omnillm_sim.sim.importers import is_observed, read_observed
     from omnillm_sim.sim.scenario import load_scenario
     from omnillm_sim.sim.traces import read_trace
 
@@ -489,8 +598,9 @@ def _run_validate(args: argparse.Namespace) -> int:
             sc = load_scenario(path)
             if sc.workload.trace is not None:
                 t = sc.workload.trace
-                next(iter(read_trace(t.path, t.format, columns=dict(t.columns),
-                                     time_unit=t.time_unit)), None)
+                reader = read_observed if is_observed(t.format, dict(t.columns)) else read_trace
+                next(iter(reader(t.path, t.format, columns=dict(t.columns),
+                                 time_unit=t.time_unit)), None)
         except OmniLLMError as exc:
             failed += 1
             print(f"FAIL {exc}")

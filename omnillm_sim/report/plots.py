@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
 
 __all__ = [
@@ -134,11 +135,19 @@ def plot_rejections(results: Sequence[RunResult], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_latency_cdf(results: Sequence[RunResult], path: Path) -> None:
-    """Empirical CDF of the latency of successful requests, with p50/p99 marked."""
+def plot_latency_cdf(
+    results: Sequence[RunResult], path: Path, observed: ObservedTotals | None = None
+) -> None:
+    """Empirical CDF of the latency of successful requests, with p50/p99 marked; a replayed
+    log's own latencies (``observed``) drawn in black, "as it happened"."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.8))
     drawn = False
+    if observed is not None and observed.latencies:
+        drawn = True
+        n = len(observed.latencies)
+        ax.step(list(observed.latencies), [(k + 1) / n for k in range(n)], where="post",
+                color="black", lw=2.2, alpha=0.5, label=f"as it happened (n={n:,})")
     for i, r in enumerate(results):
         colour = _POLICY_COLOURS[i % len(_POLICY_COLOURS)]
         lat = r.tally.sorted_latencies()

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from omnillm_sim.money import format_usd
+from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
 from omnillm_sim.sim.units import format_duration
 
 __all__ = [
     "compare_dict",
     "compare_markdown",
+    "observed_dict",
     "run_dict",
     "run_markdown",
     "to_json_bytes",
@@ -50,8 +52,30 @@ def _timeline(result: RunResult) -> dict[str, list[Any]]:
     }
 
 
-def run_dict(result: RunResult) -> dict[str, Any]:
-    """The JSON-ready summary of one run."""
+def observed_dict(totals: ObservedTotals) -> dict[str, Any]:
+    """The JSON-ready "as it happened" totals of a replayed log."""
+    return {
+        "requests": totals.requests,
+        "ok": totals.ok,
+        "statuses": dict(totals.statuses),
+        "spent": _money(totals.spent),
+        "latency_s": {"p50": _r(totals.percentile(50)), "p95": _r(totals.percentile(95)),
+                      "p99": _r(totals.percentile(99)), "mean": _r(totals.mean_latency)},
+        "length_s": _r(totals.length),
+        "peak_in_flight": totals.peak_in_flight,
+        "keys": totals.keys,
+    }
+
+
+def run_dict(result: RunResult, observed: ObservedTotals | None = None) -> dict[str, Any]:
+    """The JSON-ready summary of one run (with a replayed log's own totals if given)."""
+    out = _run_dict(result)
+    if observed is not None:
+        out["as_it_happened"] = observed_dict(observed)
+    return out
+
+
+def _run_dict(result: RunResult) -> dict[str, Any]:
     m = result.metrics
     sc = result.scenario
     stats = result.budget
@@ -117,14 +141,20 @@ def run_dict(result: RunResult) -> dict[str, Any]:
     }
 
 
-def compare_dict(results: Sequence[RunResult]) -> dict[str, Any]:
-    """Side-by-side summaries of runs of one scenario under several policies."""
-    return {
+def compare_dict(
+    results: Sequence[RunResult], observed: ObservedTotals | None = None
+) -> dict[str, Any]:
+    """Side-by-side summaries of runs of one scenario under several policies (or what-ifs,
+    whose label is the run's ``policy``), with a replayed log's own totals if given."""
+    out = {
         "scenario": results[0].scenario.name,
         "seed": results[0].seed,
         "policies": [r.policy for r in results],
         "runs": {r.policy: run_dict(r) for r in results},
     }
+    if observed is not None:
+        out["as_it_happened"] = observed_dict(observed)
+    return out
 
 
 def to_json_bytes(data: Any) -> bytes:
@@ -164,6 +194,32 @@ def _rows(results: Sequence[RunResult]) -> list[tuple[str, list[str]]]:
     add("overshoot (peak used - limit)", [format_usd(m.overshoot) for m in ms])
     add("underestimated (actual - estimate)", [format_usd(m.underestimated) for m in ms])
     return rows
+
+
+def _observed_cells(totals: ObservedTotals) -> dict[str, str]:
+    """The "as it happened" value of each `_rows` metric the log itself has."""
+    failed = totals.requests - totals.ok
+    return {
+        "arrivals": f"{totals.requests:,}",
+        "admitted": f"{totals.requests:,}",
+        "completed ok": f"{totals.ok:,}",
+        "error rate (admitted, not ok)": f"{failed / totals.requests:.2%}"
+        if totals.requests else "-",
+        "throughput": f"{totals.ok / totals.length:.3f} req/s" if totals.length > 0 else "-",
+        "latency p50": _fmt_s(totals.percentile(50)),
+        "latency p95": _fmt_s(totals.percentile(95)),
+        "latency p99": _fmt_s(totals.percentile(99)),
+        "spent": format_usd(totals.spent),
+    }
+
+
+def _with_observed(
+    rows: list[tuple[str, list[str]]], totals: ObservedTotals | None
+) -> list[tuple[str, list[str]]]:
+    if totals is None:
+        return rows
+    cells = _observed_cells(totals)
+    return [(name, [cells.get(name, "-"), *values]) for name, values in rows]
 
 
 def _table(headers: list[str], rows: list[tuple[str, list[str]]]) -> str:
@@ -216,11 +272,14 @@ _CHARTS = (
 )
 
 
-def run_markdown(result: RunResult, charts: Sequence[str] = ()) -> str:
+def run_markdown(
+    result: RunResult, charts: Sequence[str] = (), observed: ObservedTotals | None = None
+) -> str:
     """``summary.md`` of one run; ``charts`` are the chart file names written beside it."""
     lines = _scenario_block(result)
     lines += [f"## Results (policy `{result.policy}`)", ""]
-    lines += [_table(["metric", "value"], _rows([result])), ""]
+    headers = ["metric", "as it happened", "replayed"] if observed else ["metric", "value"]
+    lines += [_table(headers, _with_observed(_rows([result]), observed)), ""]
     m = result.metrics
     lines += ["## Keys", "", "| key | requests | ok | mean in flight |", "|---|---|---|---|"]
     lines += [f"| {label} | {n:,} | {ok:,} | {busy:.3f} |" for label, n, ok, busy in m.per_key]
@@ -242,16 +301,22 @@ def _charts_block(charts: Sequence[str]) -> list[str]:
     return lines
 
 
-def compare_markdown(results: Sequence[RunResult], charts: Sequence[str] = ()) -> str:
-    """``summary.md`` comparing policies on the same arrivals, side by side."""
+def compare_markdown(
+    results: Sequence[RunResult], charts: Sequence[str] = (),
+    observed: ObservedTotals | None = None,
+) -> str:
+    """``summary.md`` comparing policies on the same arrivals, side by side (after the
+    replayed log's own totals, "as it happened", if given)."""
     lines = _scenario_block(results[0])
     lines += ["## Policies side by side", ""]
-    lines += [
-        "Same scenario, seed and arrivals; only the gateway policy differs.",
-        "",
-        _table(["metric", *[f"`{r.policy}`" for r in results]], _rows(results)),
-        "",
-    ]
+    intro = "Same scenario, seed and arrivals; only the gateway policy differs."
+    if observed is not None:
+        intro = ("The log as it happened (its own totals), then each what-if replaying the "
+                 "same calls with their observed timing and outcomes; rows a what-if gateway "
+                 "refuses never reach the provider.")
+    headers = ["metric", *(["as it happened"] if observed else []),
+               *[f"`{r.policy}`" for r in results]]
+    lines += [intro, "", _table(headers, _with_observed(_rows(results), observed)), ""]
     lines += _invariants_block(results)
     lines += _charts_block(charts)
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from omnillm_sim.report.summary import (
     run_markdown,
     to_json_bytes,
 )
+from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
 
 __all__ = ["ReportDir", "atomic_write", "write_compare_report", "write_run_report"]
@@ -98,8 +99,11 @@ def _draw(report: ReportDir, name: str, draw: Callable[[Path], None], names: lis
     names.append(name)
 
 
-def write_run_report(result: RunResult, out: Path, *, charts: bool = True) -> list[Path]:
-    """Write ``summary.json``, ``summary.md`` and (unless ``charts=False``) the PNG charts."""
+def write_run_report(
+    result: RunResult, out: Path, *, charts: bool = True, observed: ObservedTotals | None = None
+) -> list[Path]:
+    """Write ``summary.json``, ``summary.md`` and (unless ``charts=False``) the PNG charts;
+    ``observed``: a replayed log's own totals, shown "as it happened" beside the run."""
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -108,18 +112,20 @@ def write_run_report(result: RunResult, out: Path, *, charts: bool = True) -> li
             _draw(report, "spend.png", lambda p: plots.plot_spend([result], p), chart_names)
             _draw(report, "rejections.png", lambda p: plots.plot_rejections([result], p),
                   chart_names)
-            _draw(report, "latency_cdf.png", lambda p: plots.plot_latency_cdf([result], p),
-                  chart_names)
+            _draw(report, "latency_cdf.png",
+                  lambda p: plots.plot_latency_cdf([result], p, observed=observed), chart_names)
             _draw(report, "keys.png", lambda p: plots.plot_keys(result, p), chart_names)
-        report.write_bytes("summary.json", to_json_bytes(run_dict(result)))
-        report.write_bytes("summary.md", run_markdown(result, chart_names).encode())
+        report.write_bytes("summary.json", to_json_bytes(run_dict(result, observed)))
+        report.write_bytes("summary.md", run_markdown(result, chart_names, observed).encode())
         return report.commit()
 
 
 def write_compare_report(
-    results: Sequence[RunResult], out: Path, *, charts: bool = True
+    results: Sequence[RunResult], out: Path, *, charts: bool = True,
+    observed: ObservedTotals | None = None,
 ) -> list[Path]:
-    """Write one report comparing runs of the same scenario under different policies."""
+    """Write one report comparing runs of the same scenario under different policies (or
+    what-ifs); ``observed``: a replayed log's own totals, the "as it happened" column."""
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -128,11 +134,12 @@ def write_compare_report(
             _draw(report, "spend.png", lambda p: plots.plot_spend(results, p), chart_names)
             _draw(report, "rejections.png", lambda p: plots.plot_rejections(results, p),
                   chart_names)
-            _draw(report, "latency_cdf.png", lambda p: plots.plot_latency_cdf(results, p),
-                  chart_names)
+            _draw(report, "latency_cdf.png",
+                  lambda p: plots.plot_latency_cdf(results, p, observed=observed), chart_names)
             for r in results:
                 _draw(report, f"keys-{_safe(r.policy)}.png",
                       lambda p, r=r: plots.plot_keys(r, p), chart_names)  # type: ignore[misc]
-        report.write_bytes("summary.json", to_json_bytes(compare_dict(results)))
-        report.write_bytes("summary.md", compare_markdown(results, chart_names).encode())
+        report.write_bytes("summary.json", to_json_bytes(compare_dict(results, observed)))
+        report.write_bytes("summary.md",
+                           compare_markdown(results, chart_names, observed).encode())
         return report.commit()
