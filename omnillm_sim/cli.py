@@ -183,6 +183,7 @@ examples:
   omnillm-sim run scenarios/burst.toml --seed 7 --out /tmp/burst
   omnillm-sim run scenarios/key-outage.toml --policy safe --no-check
   omnillm-sim run scenarios/steady.toml --set workload.rate=10/s --set keys.0.count=6
+  omnillm-sim run scenarios/steady.toml --seeds 10      # means with 95% intervals
 """
 
 
@@ -191,17 +192,60 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=None,
                         help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
     _add_run_options(parser)
+    _add_replication_options(parser)
+
+
+_SEEDS_HELP = ("independent replications: run seeds SEED .. SEED+N-1 and report every "
+               "metric's mean with its Student-t confidence interval")
+
+
+def _add_replication_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, default=1, metavar="N", help=_SEEDS_HELP)
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="confidence level of the intervals")
+
+
+def _seed_list(args: argparse.Namespace, scenario: Any) -> list[int]:
+    from omnillm_sim.errors import ConfigError
+
+    if args.seeds < 1:
+        raise ConfigError("--seeds", args.seeds, "must be >= 1")
+    if not 0 < args.confidence < 1:
+        raise ConfigError("--confidence", args.confidence, "must be in (0, 1), e.g. 0.95")
+    first = args.seed if args.seed is not None else scenario.seed
+    return list(range(first, first + args.seeds))
+
+
+def _replicas(scenario: Any, args: argparse.Namespace, seeds: list[int]) -> list[Any]:
+    """The runs of ``scenario`` on every seed after the first (quietly, records off)."""
+    from omnillm_sim.sim.engine import run
+
+    return [run(scenario, seed, check=not args.no_check, keep_records=False)
+            for seed in seeds[1:]]
+
+
+def _print_intervals(label: str, intervals: dict[str, Any]) -> None:
+    shown = ("rejection", "error", "p99", "spent")
+    print(f"  {label}: " + "; ".join(f"{name} {intervals[name]}" for name in shown))
 
 
 def _run_run(args: argparse.Namespace) -> int:
     from omnillm_sim.report.writer import write_run_report
     from omnillm_sim.sim.scenario import load_scenario
+    from omnillm_sim.sim.stats import metric_intervals
 
     scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=args.policy))
+    seeds = _seed_list(args, scenario)
+    args.seed = seeds[0]
     result = _run_one(scenario, args)
     _print_result(result)
+    replicas = _replicas(scenario, args, seeds)
+    if replicas:
+        _print_intervals(f"over {len(seeds)} seeds", metric_intervals(
+            [r.metrics for r in (result, *replicas)], args.confidence))
     _print_written(write_run_report(result, _out_dir(args, scenario.name),
-                                    charts=not args.no_charts))
+                                    charts=not args.no_charts, replicas=replicas,
+                                    confidence=args.confidence))
     return 0
 
 
@@ -218,6 +262,7 @@ or duration column), the log's own totals come first, "as it happened".
 examples:
   omnillm-sim compare scenarios/underestimate.toml
   omnillm-sim compare scenarios/burst.toml --policy omnillm-0.1.5 --policy safe --seed 3
+  omnillm-sim compare scenarios/burst.toml --seeds 10   # paired differences with intervals
   omnillm-sim compare my-log.toml --policy safe --what-if keys.0.count=3 \
       --what-if budget.limit=200
 """
@@ -279,6 +324,7 @@ def _add_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE,...",
                         help=_WHAT_IF_HELP)
     _add_run_options(parser)
+    _add_replication_options(parser)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -288,15 +334,31 @@ def _run_compare(args: argparse.Namespace) -> int:
     what_ifs = _what_ifs(args.what_if)
     policies = args.policy or ([] if what_ifs else ["omnillm-0.1.5", "safe"])
     variants = [(p, {"gateway.policy": p}) for p in policies] + what_ifs
-    results = []
+    results, replicas = [], []
+    seeds: list[int] = []
     for label, changes in variants:
         scenario = load_scenario(args.scenario, {**_overrides(args), **changes})
+        seeds = seeds or _seed_list(args, scenario)
+        args.seed = seeds[0]
         results.append(_labelled(_run_one(scenario, args), label))
         _print_result(results[-1])
+        # Common random numbers: every column runs on the same seeds, hence the same draws.
+        replicas.append([_labelled(r, label) for r in _replicas(scenario, args, seeds)])
+    if len(seeds) > 1:
+        from omnillm_sim.sim.stats import paired_intervals
+
+        base = [r.metrics for r in (results[0], *replicas[0])]
+        for result, more in zip(results[1:], replicas[1:], strict=True):
+            diff = paired_intervals([r.metrics for r in (result, *more)], base,
+                                    args.confidence)
+            _print_intervals(f"{result.policy} - {results[0].policy} (paired, "
+                             f"{len(seeds)} seeds)", diff)
     observed = _observed_totals(results[0].scenario)
     out = _out_dir(args, f"{results[0].scenario.name}-compare")
     _print_written(write_compare_report(results, out, charts=not args.no_charts,
-                                        observed=observed))
+                                        observed=observed,
+                                        replicas=replicas if len(seeds) > 1 else (),
+                                        confidence=args.confidence))
     return 0
 
 

@@ -26,6 +26,7 @@ from omnillm_sim.report.summary import (
 )
 from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
+from omnillm_sim.sim.stats import metric_intervals, paired_intervals
 
 __all__ = ["ReportDir", "atomic_write", "write_compare_report", "write_run_report"]
 
@@ -100,10 +101,16 @@ def _draw(report: ReportDir, name: str, draw: Callable[[Path], None], names: lis
 
 
 def write_run_report(
-    result: RunResult, out: Path, *, charts: bool = True, observed: ObservedTotals | None = None
+    result: RunResult, out: Path, *, charts: bool = True, observed: ObservedTotals | None = None,
+    replicas: Sequence[RunResult] = (), confidence: float = 0.95,
 ) -> list[Path]:
     """Write ``summary.json``, ``summary.md`` and (unless ``charts=False``) the PNG charts;
-    ``observed``: a replayed log's own totals, shown "as it happened" beside the run."""
+    ``observed``: a replayed log's own totals, shown "as it happened" beside the run;
+    ``replicas``: the same scenario on more seeds (``result`` first), whose metrics get means
+    and confidence intervals (and a ``replications.png`` chart)."""
+    runs = [result, *replicas]
+    seeds = [r.seed for r in runs]
+    intervals = metric_intervals([r.metrics for r in runs], confidence) if replicas else None
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -115,17 +122,39 @@ def write_run_report(
             _draw(report, "latency_cdf.png",
                   lambda p: plots.plot_latency_cdf([result], p, observed=observed), chart_names)
             _draw(report, "keys.png", lambda p: plots.plot_keys(result, p), chart_names)
-        report.write_bytes("summary.json", to_json_bytes(run_dict(result, observed)))
-        report.write_bytes("summary.md", run_markdown(result, chart_names, observed).encode())
+            if intervals is not None:
+                _draw(report, "replications.png", lambda p: plots.plot_replications(
+                    [(result.policy, [r.metrics for r in runs], intervals)], p,
+                    title=result.scenario.name), chart_names)
+        report.write_bytes("summary.json", to_json_bytes(
+            run_dict(result, observed, replications=intervals, seeds=seeds)))
+        report.write_bytes("summary.md", run_markdown(
+            result, chart_names, observed, replications=intervals, seeds=seeds).encode())
         return report.commit()
 
 
 def write_compare_report(
     results: Sequence[RunResult], out: Path, *, charts: bool = True,
     observed: ObservedTotals | None = None,
+    replicas: Sequence[Sequence[RunResult]] = (), confidence: float = 0.95,
 ) -> list[Path]:
     """Write one report comparing runs of the same scenario under different policies (or
-    what-ifs); ``observed``: a replayed log's own totals, the "as it happened" column."""
+    what-ifs); ``observed``: a replayed log's own totals, the "as it happened" column.
+
+    ``replicas[i]``: column i's runs on further seeds (the same seeds for every column, so
+    the draws are common): means and intervals per column, and the paired difference of
+    each column from the first, with its interval.
+    """
+    replications = paired = None
+    seeds = [results[0].seed]
+    if replicas:
+        columns = [[r, *more] for r, more in zip(results, replicas, strict=True)]
+        seeds = [r.seed for r in columns[0]]
+        metrics = [[r.metrics for r in col] for col in columns]
+        replications = {col[0].policy: metric_intervals(m, confidence)
+                        for col, m in zip(columns, metrics, strict=True)}
+        paired = {col[0].policy: paired_intervals(m, metrics[0], confidence)
+                  for col, m in zip(columns[1:], metrics[1:], strict=True)}
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -139,7 +168,14 @@ def write_compare_report(
             for r in results:
                 _draw(report, f"keys-{_safe(r.policy)}.png",
                       lambda p, r=r: plots.plot_keys(r, p), chart_names)  # type: ignore[misc]
-        report.write_bytes("summary.json", to_json_bytes(compare_dict(results, observed)))
-        report.write_bytes("summary.md",
-                           compare_markdown(results, chart_names, observed).encode())
+            if replications is not None:
+                _draw(report, "replications.png", lambda p: plots.plot_replications(
+                    [(label, [m.metrics for m in col], replications[label])
+                     for label, col in zip(replications, columns, strict=True)], p,
+                    title=results[0].scenario.name), chart_names)
+        report.write_bytes("summary.json", to_json_bytes(compare_dict(
+            results, observed, replications=replications, paired=paired, seeds=seeds)))
+        report.write_bytes("summary.md", compare_markdown(
+            results, chart_names, observed, replications=replications, paired=paired,
+            seeds=seeds).encode())
         return report.commit()
