@@ -578,6 +578,12 @@ examples:
   omnillm-sim plan scenarios/steady.toml --target 'rejection<=0.01' --target 'p99<=20s'
   omnillm-sim plan scenarios/burst.toml --vary keys --target 'rejection<=0.001' --seeds 3
   omnillm-sim plan scenarios/steady.toml --policy safe --target 'rejection<=0.01'
+  omnillm-sim plan scenarios/steady.toml --target 'p99<=20s' --confidence 0.99 --max-seeds 20
+
+Each point is decided on confidence intervals over independent seeds (sequential
+replications: seeds are added until every interval clears its target or --max-seeds is
+reached; an undecided point counts as not meeting the targets). --worst-seed restores the
+old rule: the worst of --seeds seeds decides.
 """
 
 
@@ -589,8 +595,16 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
                         help="search the traffic multiplier or the key count")
     parser.add_argument("--policy", default=None,
                         help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="seeds per point; the worst seed decides")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per point to start with (default 3; with --worst-seed 1)")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="decide each point on Student-t intervals at this level: a "
+                        "target is met when the interval clears it")
+    parser.add_argument("--max-seeds", type=int, default=10,
+                        help="add seeds at a point until its intervals clear the targets, up "
+                        "to this many; then the point is undecided (counted as not meeting)")
+    parser.add_argument("--worst-seed", action="store_true",
+                        help="decide on the worst of --seeds seeds instead of intervals")
     parser.add_argument("--seed", type=int, default=None, help="first seed")
     parser.add_argument("--max-factor", type=float, default=64.0,
                         help="largest traffic multiplier tried")
@@ -610,6 +624,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     from omnillm_sim.sim.plan import parse_target, plan
     from omnillm_sim.sim.scenario import load_scenario
 
+    if args.seeds is None:
+        args.seeds = 1 if args.worst_seed else 3
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
     scenario = load_scenario(args.scenario,
@@ -619,12 +635,22 @@ def _run_plan(args: argparse.Namespace) -> int:
     word = "x" if args.vary == "traffic" else "keys="
 
     def show(x: float, values: dict[str, float], ok: bool) -> None:
+        if not args.worst_seed:
+            return  # `detail` prints the intervals
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
         print(f"  {word}{x:.4g}: {shown} -> {'meets' if ok else 'misses'} targets", flush=True)
 
+    def detail(d: Any) -> None:
+        shown = ", ".join(f"{k} {iv.mean:.4g} ({iv.low:.4g}..{iv.high:.4g})"
+                          for k, iv in d.intervals.items())
+        print(f"  {word}{d.x:.4g}: {shown} over {len(d.seeds)} seeds -> {d.verdict}",
+              flush=True)
+
     result = plan(scenario, targets, vary=args.vary, seeds=range(first, first + args.seeds),
                   max_factor=args.max_factor, max_keys=args.max_keys, tolerance=args.tolerance,
-                  check=not args.no_check, on_point=show)
+                  check=not args.no_check, on_point=show,
+                  confidence=None if args.worst_seed else args.confidence,
+                  max_seeds=max(args.max_seeds, args.seeds), on_detail=detail)
     with ReportDir(_out_dir(args, f"{scenario.name}-plan")) as report:
         text = plan_outputs(scenario, result, report, charts=not args.no_charts)
         paths = report.commit()
