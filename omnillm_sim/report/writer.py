@@ -26,7 +26,7 @@ from omnillm_sim.report.summary import (
 )
 from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
-from omnillm_sim.sim.stats import metric_intervals, paired_intervals
+from omnillm_sim.sim.stats import metric_intervals, paired_intervals, steady_mean_latency
 
 __all__ = ["ReportDir", "atomic_write", "write_compare_report", "write_run_report"]
 
@@ -110,7 +110,9 @@ def write_run_report(
     and confidence intervals (and a ``replications.png`` chart)."""
     runs = [result, *replicas]
     seeds = [r.seed for r in runs]
-    intervals = metric_intervals([r.metrics for r in runs], confidence) if replicas else None
+    intervals = metric_intervals(
+        [r.metrics for r in runs], confidence, extra={"mean_latency_after_warmup": [
+            steady_mean_latency(r.tally.latencies) for r in runs]}) if replicas else None
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -151,8 +153,9 @@ def write_compare_report(
         columns = [[r, *more] for r, more in zip(results, replicas, strict=True)]
         seeds = [r.seed for r in columns[0]]
         metrics = [[r.metrics for r in col] for col in columns]
-        replications = {col[0].policy: metric_intervals(m, confidence)
-                        for col, m in zip(columns, metrics, strict=True)}
+        replications = {col[0].policy: metric_intervals(m, confidence, extra={
+            "mean_latency_after_warmup": [steady_mean_latency(r.tally.latencies) for r in col]})
+            for col, m in zip(columns, metrics, strict=True)}
         paired = {col[0].policy: paired_intervals(m, metrics[0], confidence)
                   for col, m in zip(columns[1:], metrics[1:], strict=True)}
     with ReportDir(out) as report:

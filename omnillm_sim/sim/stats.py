@@ -32,6 +32,7 @@ __all__ = [
     "mser5",
     "paired_ci",
     "paired_intervals",
+    "steady_mean_latency",
     "t_critical",
     "warmup",
 ]
@@ -191,11 +192,25 @@ def _value(metrics: Any, name: str) -> float:
 
 
 def metric_intervals(
-    runs: Sequence[Any], confidence: float = DEFAULT_CONFIDENCE
+    runs: Sequence[Any], confidence: float = DEFAULT_CONFIDENCE,
+    extra: dict[str, Sequence[float]] | None = None,
 ) -> dict[str, Interval]:
-    """`mean_ci` of every `SCALAR_METRICS` over ``runs`` (one `Metrics` per seed)."""
-    return {name: mean_ci([_value(m, name) for m in runs], confidence)
-            for name in SCALAR_METRICS}
+    """`mean_ci` of every `SCALAR_METRICS` over ``runs`` (one `Metrics` per seed), and of
+    each ``extra`` named series of per-seed values."""
+    out = {name: mean_ci([_value(m, name) for m in runs], confidence)
+           for name in SCALAR_METRICS}
+    for name, values in (extra or {}).items():
+        out[name] = mean_ci(values, confidence)
+    return out
+
+
+def steady_mean_latency(latencies: Sequence[float]) -> float:
+    """Mean of a run's ``ok`` latencies in completion order after an MSER-5 warm-up cut
+    (``inf`` with no latency): the steady-state mean, unbiased by the empty start."""
+    if not latencies:
+        return math.inf
+    rest = latencies[mser5(latencies):]
+    return math.fsum(rest) / len(rest)
 
 
 def paired_intervals(

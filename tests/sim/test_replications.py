@@ -25,7 +25,7 @@ def test_run_over_seeds_reports_every_metric_with_its_interval(tmp_path: Path) -
     assert reps["seeds"] == [5, 6, 7] and reps["confidence"] == 0.95
     scenario = load_scenario(SCENARIOS / "steady.toml", {"duration": "40s"})
     singles = [run(scenario, seed, check=False).metrics for seed in (5, 6, 7)]
-    assert set(reps["metrics"]) == set(SCALAR_METRICS)
+    assert set(reps["metrics"]) == {*SCALAR_METRICS, "mean_latency_after_warmup"}
     for name in SCALAR_METRICS:
         values = [float(getattr(m, name)) for m in singles]
         mean = sum(values) / 3
@@ -65,4 +65,46 @@ def test_compare_over_seeds_reports_paired_differences(tmp_path: Path) -> None:
     arrivals = paired["safe"]["metrics"]["arrivals"]
     # Common random numbers: the same arrivals under both policies on every seed.
     assert (arrivals["mean"], arrivals["half_width"]) == (0.0, 0.0)
-    assert set(data["runs"]["safe"]["replications"]["metrics"]) == set(SCALAR_METRICS)
+    assert set(SCALAR_METRICS) <= set(data["runs"]["safe"]["replications"]["metrics"])
+
+
+def test_mser5_cuts_a_start_up_burst_and_the_spend_chart_shows_it(
+    tmp_path: Path, csv_trace: Callable[..., Path],
+) -> None:
+    # 50 requests at t=0 queue on one provider slot (service 1 s: latencies 1..50 s), then
+    # 200 requests 10 s apart each take exactly 1 s. The burst is the warm-up: MSER-5 must
+    # cut exactly those 50 (the steady batch means are all exactly 1 s).
+    rows = [(0.0, 100, 10)] * 50 + [(100.0 + 10 * i, 100, 10) for i in range(200)]
+    trace = csv_trace(rows)
+    scenario = tmp_path / "burst.toml"
+    scenario.write_text(f"""
+duration = "1h"
+[[keys]]
+label = "k"
+rpm = 1000000
+tpm = 1000000000
+[gateway]
+request_timeout = "1h"
+[provider]
+concurrency = 1
+service = "1s"
+[workload]
+kind = "trace"
+[workload.trace]
+path = "{trace}"
+format = "csv"
+[workload.trace.columns]
+time = "t"
+prompt_tokens = "prompt"
+output_tokens = "output"
+""", encoding="utf-8")
+    out = tmp_path / "r"
+    assert main(["run", str(scenario), "--out", str(out), "--seeds", "2"]) == 0
+    data = json.loads((out / "summary.json").read_text())
+    assert data["warmup"]["cut_requests"] == 50
+    assert data["warmup"]["cut_s"] == 100.0
+    assert data["warmup"]["mean_latency_after_cut"] == 1.0
+    assert data["warmup"]["mean_latency_all"] == pytest.approx((sum(range(1, 51)) + 200) / 250)
+    after = data["replications"]["metrics"]["mean_latency_after_warmup"]
+    assert after["mean"] == 1.0
+    assert "MSER-5 cuts the first 50 requests" in (out / "summary.md").read_text()
