@@ -81,8 +81,12 @@ def plot_spend(results: Sequence[RunResult], path: Path) -> None:
     limit = results[0].scenario.budget.limit
     if limit is not None:
         ax.axhline(limit / 1e6, color="black", lw=1.2, ls=":", label=f"limit ${limit / 1e6:,.2f}")
-    cut = warmup(results[0].records) if len(results) == 1 else None
-    if cut is not None and cut.cut > 0:
+    cut = None
+    if len(results) == 1 and results[0].records:
+        ends = sorted(rec.end for rec in results[0].records
+                      if rec.status == "ok" and rec.end is not None)
+        cut = warmup(results[0].tally.latencies, ends)
+    if cut is not None and cut.cut > 0 and cut.cut_time is not None:
         ax.axvline(cut.cut_time, color="#7570b3", lw=1.2, ls="-.",
                    label=f"warm-up cut (MSER-5): first {cut.cut:,} requests")
     ax.set_xlabel("simulated time (s)")

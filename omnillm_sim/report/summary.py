@@ -121,10 +121,10 @@ def intervals_markdown(
 
 
 def _warmup_dict(result: RunResult) -> dict[str, Any] | None:
-    cut = warmup(result.records)
+    cut = warmup(result.tally.latencies)
     if cut is None:
         return None
-    return {"method": "MSER-5", "cut_requests": cut.cut, "cut_s": _r(cut.cut_time),
+    return {"method": "MSER-5 over ok latencies in completion order", "cut_requests": cut.cut,
             "kept_requests": cut.kept, "mean_latency_after_cut": _r(cut.mean_latency),
             "mean_latency_all": _r(cut.mean_all)}
 
@@ -365,12 +365,12 @@ _CHARTS = (
 
 
 def _warmup_lines(result: RunResult) -> list[str]:
-    cut = warmup(result.records)
+    cut = warmup(result.tally.latencies)
     if cut is None or cut.cut == 0:
         return []
     return ["## Warm-up", "",
-            f"MSER-5 cuts the first {cut.cut:,} requests (arrivals before "
-            f"{cut.cut_time:.1f} s): mean latency {_fmt_s(cut.mean_latency)} after the cut, "
+            f"MSER-5 cuts the first {cut.cut:,} requests (successful replies, in completion "
+            f"order): mean latency {_fmt_s(cut.mean_latency)} after the cut, "
             f"{_fmt_s(cut.mean_all)} over all.", ""]
 
 

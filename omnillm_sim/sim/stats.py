@@ -224,32 +224,31 @@ def paired_intervals(
 
 @dataclass(frozen=True, slots=True)
 class Warmup:
-    """Where MSER-5 cut a run's latency series (requests in arrival order).
+    """Where MSER-5 cut a run's latency series (``ok`` replies in completion order).
 
-    ``cut`` requests were deleted; ``cut_time`` is the arrival time of the first one kept;
-    ``mean_latency`` the mean of the rest (``None`` if nothing is left).
+    ``cut`` replies were deleted; ``cut_time`` is when the first kept one completed (``None``
+    when the completion times are not known); ``mean_latency`` the mean of the rest.
     """
 
     cut: int
-    cut_time: float
+    cut_time: float | None
     kept: int
     mean_latency: float | None
     mean_all: float | None
 
 
-def warmup(records: Sequence[Any]) -> Warmup | None:
-    """MSER-5 over the latencies of ``ok`` requests in arrival order (``None``: no records)."""
-    served = sorted((r for r in records if r.status == "ok" and r.end is not None),
-                    key=lambda r: (r.arrival, r.id))
-    if not served:
+def warmup(latencies: Sequence[float], ends: Sequence[float] | None = None) -> Warmup | None:
+    """MSER-5 over a run's ``ok`` latencies in completion order (its `Tally`'s, so the same
+    with or without per-request records); ``ends``: their completion times, if known, in the
+    same order. ``None`` when there is no latency."""
+    if not latencies:
         return None
-    series = [r.end - r.arrival for r in served]
-    cut = mser5(series)
-    rest = series[cut:]
+    cut = mser5(latencies)
+    rest = latencies[cut:]
     return Warmup(
         cut=cut,
-        cut_time=served[cut].arrival if cut < len(served) else served[-1].arrival,
+        cut_time=ends[min(cut, len(ends) - 1)] if ends else None,
         kept=len(rest),
         mean_latency=math.fsum(rest) / len(rest) if rest else None,
-        mean_all=math.fsum(series) / len(series),
+        mean_all=math.fsum(latencies) / len(latencies),
     )
