@@ -107,3 +107,18 @@ output_tokens = "output"
     after = data["replications"]["metrics"]["mean_latency_after_warmup"]
     assert after["mean"] == 1.0
     assert "MSER-5 cuts the first 50 requests" in (out / "summary.md").read_text()
+
+
+def test_sweep_points_share_seeds_and_report_paired_differences(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    assert main(["sweep", str(SCENARIOS / "steady.toml"), "--grid",
+                 "gateway.policy=omnillm-0.1.5,safe", "--grid", "duration=30s", "--seeds", "3",
+                 "--workers", "1", "--no-check", "--out", str(out)]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    by_seed: dict[int, set[int]] = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], set()).add(row["arrivals"])
+    assert all(len(arrivals) == 1 for arrivals in by_seed.values())  # common random numbers
+    md = (out / "sweep.md").read_text()
+    assert "Paired differences from `gateway.policy=omnillm-0.1.5, duration=30s`" in md
+    assert " ± " in md
