@@ -183,6 +183,7 @@ examples:
   omnillm-sim run scenarios/burst.toml --seed 7 --out /tmp/burst
   omnillm-sim run scenarios/key-outage.toml --policy safe --no-check
   omnillm-sim run scenarios/steady.toml --set workload.rate=10/s --set keys.0.count=6
+  omnillm-sim run scenarios/steady.toml --seeds 10      # means with 95% intervals
 """
 
 
@@ -191,17 +192,60 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=None,
                         help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
     _add_run_options(parser)
+    _add_replication_options(parser)
+
+
+_SEEDS_HELP = ("independent replications: run seeds SEED .. SEED+N-1 and report every "
+               "metric's mean with its Student-t confidence interval")
+
+
+def _add_replication_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, default=1, metavar="N", help=_SEEDS_HELP)
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="confidence level of the intervals")
+
+
+def _seed_list(args: argparse.Namespace, scenario: Any) -> list[int]:
+    from omnillm_sim.errors import ConfigError
+
+    if args.seeds < 1:
+        raise ConfigError("--seeds", args.seeds, "must be >= 1")
+    if not 0 < args.confidence < 1:
+        raise ConfigError("--confidence", args.confidence, "must be in (0, 1), e.g. 0.95")
+    first = args.seed if args.seed is not None else scenario.seed
+    return list(range(first, first + args.seeds))
+
+
+def _replicas(scenario: Any, args: argparse.Namespace, seeds: list[int]) -> list[Any]:
+    """The runs of ``scenario`` on every seed after the first (quietly, records off)."""
+    from omnillm_sim.sim.engine import run
+
+    return [run(scenario, seed, check=not args.no_check, keep_records=False)
+            for seed in seeds[1:]]
+
+
+def _print_intervals(label: str, intervals: dict[str, Any]) -> None:
+    shown = ("rejection", "error", "p99", "spent")
+    print(f"  {label}: " + "; ".join(f"{name} {intervals[name]}" for name in shown))
 
 
 def _run_run(args: argparse.Namespace) -> int:
     from omnillm_sim.report.writer import write_run_report
     from omnillm_sim.sim.scenario import load_scenario
+    from omnillm_sim.sim.stats import metric_intervals
 
     scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=args.policy))
+    seeds = _seed_list(args, scenario)
+    args.seed = seeds[0]
     result = _run_one(scenario, args)
     _print_result(result)
+    replicas = _replicas(scenario, args, seeds)
+    if replicas:
+        _print_intervals(f"over {len(seeds)} seeds", metric_intervals(
+            [r.metrics for r in (result, *replicas)], args.confidence))
     _print_written(write_run_report(result, _out_dir(args, scenario.name),
-                                    charts=not args.no_charts))
+                                    charts=not args.no_charts, replicas=replicas,
+                                    confidence=args.confidence))
     return 0
 
 
@@ -210,31 +254,111 @@ def _run_run(args: argparse.Namespace) -> int:
 _COMPARE_HELP = """\
 Run one scenario under several gateway policies on the same arrivals; one side-by-side report.
 
+A what-if (--what-if 'keys.0.count=3,budget.limit=200') is a column of its own: the scenario
+with those keys changed. When the scenario replays a log with observed timing (a
+[workload.trace] of format pytest-omnillm, otel-genai, litellm-spend, or csv/jsonl with an end
+or duration column), the log's own totals come first, "as it happened".
+
 examples:
   omnillm-sim compare scenarios/underestimate.toml
   omnillm-sim compare scenarios/burst.toml --policy omnillm-0.1.5 --policy safe --seed 3
+  omnillm-sim compare scenarios/burst.toml --seeds 10   # paired differences with intervals
+  omnillm-sim compare my-log.toml --policy safe --what-if keys.0.count=3 \
+      --what-if budget.limit=200
 """
+
+_WHAT_IF_HELP = ("a what-if column: scenario keys to change, comma-separated KEY=VALUE "
+                 "(e.g. keys.0.count=3,budget.limit=200); repeatable")
+
+
+def _what_ifs(items: list[str]) -> list[tuple[str, dict[str, object]]]:
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.sim.scenario import coerce_literal
+
+    out = []
+    for item in items:
+        changes: dict[str, object] = {}
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError("--what-if", item,
+                                  "must look like KEY=VALUE[,KEY=VALUE] (e.g. keys.0.count=3)")
+            changes[key.strip()] = coerce_literal(value.strip())
+        out.append((item, changes))
+    return out
+
+
+def _observed_totals(scenario: Any) -> Any:
+    """A replayed log's own totals ("as it happened"), or None for other workloads."""
+    from omnillm_sim.pricing import catalogue
+    from omnillm_sim.sim.importers import (
+        in_start_order,
+        is_observed,
+        observed_totals,
+        read_observed,
+    )
+
+    spec = scenario.workload.trace
+    if spec is None or not is_observed(spec.format, dict(spec.columns)):
+        return None
+    rows = in_start_order(read_observed(spec.path, spec.format, columns=dict(spec.columns),
+                                        time_unit=spec.time_unit), str(spec.path))
+    if spec.limit is not None:
+        rows = (row for _, row in zip(range(spec.limit), rows, strict=False))
+    p = scenario.prices
+    prices = catalogue(p.catalogue, overrides=p.overrides, fallback=p.fallback)
+    return observed_totals(rows, prices, dict(spec.models), scenario.requests.model)
+
+
+def _labelled(result: Any, label: str) -> Any:
+    import dataclasses
+
+    return result if label == result.policy else dataclasses.replace(result, policy=label)
 
 
 def _add_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
     parser.add_argument("--policy", action="append", default=None,
-                        help="a policy to compare (repeat; default: omnillm-0.1.5 and safe)")
+                        help="a policy to compare (repeat; default: omnillm-0.1.5 and safe, "
+                        "or none when --what-if is given)")
+    parser.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE,...",
+                        help=_WHAT_IF_HELP)
     _add_run_options(parser)
+    _add_replication_options(parser)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from omnillm_sim.report.writer import write_compare_report
     from omnillm_sim.sim.scenario import load_scenario
 
-    policies = args.policy or ["omnillm-0.1.5", "safe"]
-    results = []
-    for policy in policies:
-        scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=policy))
-        results.append(_run_one(scenario, args))
+    what_ifs = _what_ifs(args.what_if)
+    policies = args.policy or ([] if what_ifs else ["omnillm-0.1.5", "safe"])
+    variants = [(p, {"gateway.policy": p}) for p in policies] + what_ifs
+    results, replicas = [], []
+    seeds: list[int] = []
+    for label, changes in variants:
+        scenario = load_scenario(args.scenario, {**_overrides(args), **changes})
+        seeds = seeds or _seed_list(args, scenario)
+        args.seed = seeds[0]
+        results.append(_labelled(_run_one(scenario, args), label))
         _print_result(results[-1])
+        # Common random numbers: every column runs on the same seeds, hence the same draws.
+        replicas.append([_labelled(r, label) for r in _replicas(scenario, args, seeds)])
+    if len(seeds) > 1:
+        from omnillm_sim.sim.stats import paired_intervals
+
+        base = [r.metrics for r in (results[0], *replicas[0])]
+        for result, more in zip(results[1:], replicas[1:], strict=True):
+            diff = paired_intervals([r.metrics for r in (result, *more)], base,
+                                    args.confidence)
+            _print_intervals(f"{result.policy} - {results[0].policy} (paired, "
+                             f"{len(seeds)} seeds)", diff)
+    observed = _observed_totals(results[0].scenario)
     out = _out_dir(args, f"{results[0].scenario.name}-compare")
-    _print_written(write_compare_report(results, out, charts=not args.no_charts))
+    _print_written(write_compare_report(results, out, charts=not args.no_charts,
+                                        observed=observed,
+                                        replicas=replicas if len(seeds) > 1 else (),
+                                        confidence=args.confidence))
     return 0
 
 
@@ -246,11 +370,22 @@ Replay a request trace through the gateway of a scenario (or the default one).
 Formats: azure (TIMESTAMP,ContextTokens,GeneratedTokens), burstgpt, and generic csv/jsonl
 with named columns (--column time=ts --column prompt_tokens=in --column output_tokens=out).
 
+Logs with both ends of each call replay with their observed timing: each call is admitted at
+its start and ends at its observed end with its observed outcome and bill (rows the what-if
+gateway refuses are counted refused). Log formats: pytest-omnillm (this project's --llm-report
+JSON), otel-genai (OTLP/JSON or flattened GenAI spans, one a line), litellm-spend (LiteLLM
+SpendLogs as CSV, JSON or JSON lines), and csv/jsonl with an end or duration column (optional
+status, cost in USD and key columns). The report puts the log "as it happened" beside the
+replay; several --policy / --what-if give one column each.
+
 examples:
   omnillm-sim replay ../shared/data/AzureLLMInferenceTrace_conv.csv --format azure
   omnillm-sim replay trace.csv --format azure --scenario scenarios/steady.toml --speed 4
   omnillm-sim replay calls.jsonl --format jsonl --column time=ts --column prompt_tokens=in \\
       --column output_tokens=out --time-unit ms --limit 5000
+  omnillm-sim replay spend.csv --format litellm-spend --scenario gw.toml \\
+      --policy omnillm-0.1.5 --policy safe --what-if keys.0.count=3
+  omnillm-sim replay spend.json --format pytest-omnillm --set budget.limit=5.00
 """
 
 
@@ -265,19 +400,25 @@ def _add_replay(parser: argparse.ArgumentParser) -> None:
                         help="replay speed: 2 plays the trace twice as fast")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
     parser.add_argument("--column", action="append", default=[], metavar="FIELD=NAME",
-                        help="csv/jsonl column for time, prompt_tokens, output_tokens, model")
+                        help="csv/jsonl column for time, prompt_tokens, output_tokens, model, "
+                        "and for logs end or duration, status, cost, key")
     parser.add_argument("--time-unit", default="s", choices=("s", "ms", "iso"),
-                        help="unit of the csv/jsonl time column")
-    parser.add_argument("--policy", default=None, help="gateway policy instead of the base's")
+                        help="unit of the csv/jsonl time (and end, duration) columns")
+    parser.add_argument("--policy", action="append", default=None,
+                        help="gateway policy instead of the base's (repeat to compare)")
+    parser.add_argument("--what-if", action="append", default=[], metavar="KEY=VALUE,...",
+                        help=_WHAT_IF_HELP)
     _add_run_options(parser)
 
 
 def _run_replay(args: argparse.Namespace) -> int:
+    import copy
     import tomllib
 
     from omnillm_sim.errors import ConfigError
-    from omnillm_sim.report.writer import write_run_report
-    from omnillm_sim.sim.scenario import _leading_comment, scenario_from_dict
+    from omnillm_sim.report.writer import write_compare_report, write_run_report
+    from omnillm_sim.sim.importers import in_start_order, is_observed, read_observed
+    from omnillm_sim.sim.scenario import _leading_comment, _set_path, scenario_from_dict
     from omnillm_sim.sim.traces import read_trace
 
     if not args.speed > 0:
@@ -290,11 +431,21 @@ def _run_replay(args: argparse.Namespace) -> int:
         columns[field] = name
     trace = Path(args.trace).resolve()
     last = 0.0
-    for count, row in enumerate(read_trace(trace, args.format, columns=columns,
-                                           time_unit=args.time_unit), start=1):
-        last = row.time
-        if args.limit is not None and count >= args.limit:
-            break
+    if is_observed(args.format, columns):
+        origin = None
+        rows = in_start_order(read_observed(trace, args.format, columns=columns,
+                                            time_unit=args.time_unit), str(trace))
+        for count, observed_row in enumerate(rows, start=1):
+            origin = observed_row.start if origin is None else origin
+            last = observed_row.start - origin
+            if args.limit is not None and count >= args.limit:
+                break
+    else:
+        for count, row in enumerate(read_trace(trace, args.format, columns=columns,
+                                               time_unit=args.time_unit), start=1):
+            last = row.time
+            if args.limit is not None and count >= args.limit:
+                break
     data: dict[str, Any] = {}
     base, source, question = Path.cwd(), "<replay>", ""
     if args.scenario:
@@ -316,14 +467,33 @@ def _run_replay(args: argparse.Namespace) -> int:
     data["duration"] = last / args.speed + 1.0
     data["name"] = trace.stem
     data.pop("max_requests", None)
-    if args.policy:
-        data.setdefault("gateway", {})["policy"] = args.policy
-    scenario = scenario_from_dict(data, source=source, base=base, name=trace.stem,
-                                  question=question or f"Replay of {trace.name}.")
-    result = _run_one(scenario, args)
-    _print_result(result)
-    _print_written(write_run_report(result, _out_dir(args, scenario.name),
-                                    charts=not args.no_charts))
+    for key, value in _overrides(args).items():
+        _set_path(data, key, value, "--set")
+    what_ifs = _what_ifs(args.what_if)
+    variants = [(p, {"gateway.policy": p}) for p in args.policy or []] + what_ifs
+    results = []
+    for label, changes in variants or [("", {})]:
+        variant = copy.deepcopy(data)
+        for key, value in changes.items():
+            _set_path(variant, key, value, "--what-if")
+        scenario = scenario_from_dict(variant, source=source, base=base, name=trace.stem,
+                                      question=question or f"Replay of {trace.name}.")
+        result = _run_one(scenario, args)
+        results.append(_labelled(result, label) if label else result)
+        _print_result(results[-1])
+    observed = _observed_totals(results[0].scenario)
+    if len(results) == 1:
+        paths = write_run_report(results[0], _out_dir(args, trace.stem),
+                                 charts=not args.no_charts, observed=observed)
+    else:
+        paths = write_compare_report(results, _out_dir(args, f"{trace.stem}-compare"),
+                                     charts=not args.no_charts, observed=observed)
+    if observed is not None:
+        from omnillm_sim.money import format_usd
+
+        print(f"as it happened: {observed.requests:,} requests, {observed.ok:,} ok, "
+              f"spent {format_usd(observed.spent)}")
+    _print_written(paths)
     return 0
 
 
@@ -408,6 +578,12 @@ examples:
   omnillm-sim plan scenarios/steady.toml --target 'rejection<=0.01' --target 'p99<=20s'
   omnillm-sim plan scenarios/burst.toml --vary keys --target 'rejection<=0.001' --seeds 3
   omnillm-sim plan scenarios/steady.toml --policy safe --target 'rejection<=0.01'
+  omnillm-sim plan scenarios/steady.toml --target 'p99<=20s' --confidence 0.99 --max-seeds 20
+
+Each point is decided on confidence intervals over independent seeds (sequential
+replications: seeds are added until every interval clears its target or --max-seeds is
+reached; an undecided point counts as not meeting the targets). --worst-seed restores the
+old rule: the worst of --seeds seeds decides.
 """
 
 
@@ -419,8 +595,16 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
                         help="search the traffic multiplier or the key count")
     parser.add_argument("--policy", default=None,
                         help="gateway policy instead of the scenario's (omnillm-0.1.5 or safe)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="seeds per point; the worst seed decides")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per point to start with (default 3; with --worst-seed 1)")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="decide each point on Student-t intervals at this level: a "
+                        "target is met when the interval clears it")
+    parser.add_argument("--max-seeds", type=int, default=10,
+                        help="add seeds at a point until its intervals clear the targets, up "
+                        "to this many; then the point is undecided (counted as not meeting)")
+    parser.add_argument("--worst-seed", action="store_true",
+                        help="decide on the worst of --seeds seeds instead of intervals")
     parser.add_argument("--seed", type=int, default=None, help="first seed")
     parser.add_argument("--max-factor", type=float, default=64.0,
                         help="largest traffic multiplier tried")
@@ -440,6 +624,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     from omnillm_sim.sim.plan import parse_target, plan
     from omnillm_sim.sim.scenario import load_scenario
 
+    if args.seeds is None:
+        args.seeds = 1 if args.worst_seed else 3
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
     scenario = load_scenario(args.scenario,
@@ -449,12 +635,22 @@ def _run_plan(args: argparse.Namespace) -> int:
     word = "x" if args.vary == "traffic" else "keys="
 
     def show(x: float, values: dict[str, float], ok: bool) -> None:
+        if not args.worst_seed:
+            return  # `detail` prints the intervals
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
         print(f"  {word}{x:.4g}: {shown} -> {'meets' if ok else 'misses'} targets", flush=True)
 
+    def detail(d: Any) -> None:
+        shown = ", ".join(f"{k} {iv.mean:.4g} ({iv.low:.4g}..{iv.high:.4g})"
+                          for k, iv in d.intervals.items())
+        print(f"  {word}{d.x:.4g}: {shown} over {len(d.seeds)} seeds -> {d.verdict}",
+              flush=True)
+
     result = plan(scenario, targets, vary=args.vary, seeds=range(first, first + args.seeds),
                   max_factor=args.max_factor, max_keys=args.max_keys, tolerance=args.tolerance,
-                  check=not args.no_check, on_point=show)
+                  check=not args.no_check, on_point=show,
+                  confidence=None if args.worst_seed else args.confidence,
+                  max_seeds=max(args.max_seeds, args.seeds), on_detail=detail)
     with ReportDir(_out_dir(args, f"{scenario.name}-plan")) as report:
         text = plan_outputs(scenario, result, report, charts=not args.no_charts)
         paths = report.commit()
@@ -480,6 +676,7 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
 
 def _run_validate(args: argparse.Namespace) -> int:
     from omnillm_sim.money import format_usd
+    from omnillm_sim.sim.importers import is_observed, read_observed
     from omnillm_sim.sim.scenario import load_scenario
     from omnillm_sim.sim.traces import read_trace
 
@@ -489,8 +686,9 @@ def _run_validate(args: argparse.Namespace) -> int:
             sc = load_scenario(path)
             if sc.workload.trace is not None:
                 t = sc.workload.trace
-                next(iter(read_trace(t.path, t.format, columns=dict(t.columns),
-                                     time_unit=t.time_unit)), None)
+                reader = read_observed if is_observed(t.format, dict(t.columns)) else read_trace
+                next(iter(reader(t.path, t.format, columns=dict(t.columns),
+                                 time_unit=t.time_unit)), None)
         except OmniLLMError as exc:
             failed += 1
             print(f"FAIL {exc}")

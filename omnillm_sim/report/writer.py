@@ -24,7 +24,9 @@ from omnillm_sim.report.summary import (
     run_markdown,
     to_json_bytes,
 )
+from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
+from omnillm_sim.sim.stats import metric_intervals, paired_intervals, steady_mean_latency
 
 __all__ = ["ReportDir", "atomic_write", "write_compare_report", "write_run_report"]
 
@@ -98,8 +100,19 @@ def _draw(report: ReportDir, name: str, draw: Callable[[Path], None], names: lis
     names.append(name)
 
 
-def write_run_report(result: RunResult, out: Path, *, charts: bool = True) -> list[Path]:
-    """Write ``summary.json``, ``summary.md`` and (unless ``charts=False``) the PNG charts."""
+def write_run_report(
+    result: RunResult, out: Path, *, charts: bool = True, observed: ObservedTotals | None = None,
+    replicas: Sequence[RunResult] = (), confidence: float = 0.95,
+) -> list[Path]:
+    """Write ``summary.json``, ``summary.md`` and (unless ``charts=False``) the PNG charts;
+    ``observed``: a replayed log's own totals, shown "as it happened" beside the run;
+    ``replicas``: the same scenario on more seeds (``result`` first), whose metrics get means
+    and confidence intervals (and a ``replications.png`` chart)."""
+    runs = [result, *replicas]
+    seeds = [r.seed for r in runs]
+    intervals = metric_intervals(
+        [r.metrics for r in runs], confidence, extra={"mean_latency_after_warmup": [
+            steady_mean_latency(r.tally.latencies) for r in runs]}) if replicas else None
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -108,18 +121,43 @@ def write_run_report(result: RunResult, out: Path, *, charts: bool = True) -> li
             _draw(report, "spend.png", lambda p: plots.plot_spend([result], p), chart_names)
             _draw(report, "rejections.png", lambda p: plots.plot_rejections([result], p),
                   chart_names)
-            _draw(report, "latency_cdf.png", lambda p: plots.plot_latency_cdf([result], p),
-                  chart_names)
+            _draw(report, "latency_cdf.png",
+                  lambda p: plots.plot_latency_cdf([result], p, observed=observed), chart_names)
             _draw(report, "keys.png", lambda p: plots.plot_keys(result, p), chart_names)
-        report.write_bytes("summary.json", to_json_bytes(run_dict(result)))
-        report.write_bytes("summary.md", run_markdown(result, chart_names).encode())
+            if intervals is not None:
+                _draw(report, "replications.png", lambda p: plots.plot_replications(
+                    [(result.policy, [r.metrics for r in runs], intervals)], p,
+                    title=result.scenario.name), chart_names)
+        report.write_bytes("summary.json", to_json_bytes(
+            run_dict(result, observed, replications=intervals, seeds=seeds)))
+        report.write_bytes("summary.md", run_markdown(
+            result, chart_names, observed, replications=intervals, seeds=seeds).encode())
         return report.commit()
 
 
 def write_compare_report(
-    results: Sequence[RunResult], out: Path, *, charts: bool = True
+    results: Sequence[RunResult], out: Path, *, charts: bool = True,
+    observed: ObservedTotals | None = None,
+    replicas: Sequence[Sequence[RunResult]] = (), confidence: float = 0.95,
 ) -> list[Path]:
-    """Write one report comparing runs of the same scenario under different policies."""
+    """Write one report comparing runs of the same scenario under different policies (or
+    what-ifs); ``observed``: a replayed log's own totals, the "as it happened" column.
+
+    ``replicas[i]``: column i's runs on further seeds (the same seeds for every column, so
+    the draws are common): means and intervals per column, and the paired difference of
+    each column from the first, with its interval.
+    """
+    replications = paired = None
+    seeds = [results[0].seed]
+    if replicas:
+        columns = [[r, *more] for r, more in zip(results, replicas, strict=True)]
+        seeds = [r.seed for r in columns[0]]
+        metrics = [[r.metrics for r in col] for col in columns]
+        replications = {col[0].policy: metric_intervals(m, confidence, extra={
+            "mean_latency_after_warmup": [steady_mean_latency(r.tally.latencies) for r in col]})
+            for col, m in zip(columns, metrics, strict=True)}
+        paired = {col[0].policy: paired_intervals(m, metrics[0], confidence)
+                  for col, m in zip(columns[1:], metrics[1:], strict=True)}
     with ReportDir(out) as report:
         chart_names: list[str] = []
         if charts:
@@ -128,11 +166,19 @@ def write_compare_report(
             _draw(report, "spend.png", lambda p: plots.plot_spend(results, p), chart_names)
             _draw(report, "rejections.png", lambda p: plots.plot_rejections(results, p),
                   chart_names)
-            _draw(report, "latency_cdf.png", lambda p: plots.plot_latency_cdf(results, p),
-                  chart_names)
+            _draw(report, "latency_cdf.png",
+                  lambda p: plots.plot_latency_cdf(results, p, observed=observed), chart_names)
             for r in results:
                 _draw(report, f"keys-{_safe(r.policy)}.png",
                       lambda p, r=r: plots.plot_keys(r, p), chart_names)  # type: ignore[misc]
-        report.write_bytes("summary.json", to_json_bytes(compare_dict(results)))
-        report.write_bytes("summary.md", compare_markdown(results, chart_names).encode())
+            if replications is not None:
+                _draw(report, "replications.png", lambda p: plots.plot_replications(
+                    [(label, [m.metrics for m in col], replications[label])
+                     for label, col in zip(replications, columns, strict=True)], p,
+                    title=results[0].scenario.name), chart_names)
+        report.write_bytes("summary.json", to_json_bytes(compare_dict(
+            results, observed, replications=replications, paired=paired, seeds=seeds)))
+        report.write_bytes("summary.md", compare_markdown(
+            results, chart_names, observed, replications=replications, paired=paired,
+            seeds=seeds).encode())
         return report.commit()

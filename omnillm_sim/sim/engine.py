@@ -27,10 +27,12 @@ import simpy
 
 from omnillm_sim import gateway as gw
 from omnillm_sim.budget import BudgetTracker, SeedBudgetTracker
+from omnillm_sim.errors import TraceError
 from omnillm_sim.money import format_usd
 from omnillm_sim.policy import get_policy
-from omnillm_sim.pricing import catalogue
+from omnillm_sim.pricing import Usage, catalogue
 from omnillm_sim.sim.checker import InvariantChecker
+from omnillm_sim.sim.importers import ObservedRow, in_start_order, is_observed, read_observed
 from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample, Tally
 from omnillm_sim.sim.provider import Provider, ProviderReply
 from omnillm_sim.sim.scenario import Scenario
@@ -169,6 +171,7 @@ class _Run:
         self.last_change = 0.0
         self.end_time = 0.0
         self.arrivals_done = False
+        self.failure: Exception | None = None
         limits = {}
         for spec in scenario.keys:
             for label in spec.labels():
@@ -218,8 +221,13 @@ class _Run:
 
     # -- request life --------------------------------------------------------------------
 
-    def arrive(self, arrival: Arrival) -> simpy.Process | None:
-        """Admit or reject ``arrival`` now; return the serving process if admitted."""
+    def arrive(
+        self, arrival: Arrival, observed: ObservedRow | None = None
+    ) -> simpy.Process | None:
+        """Admit or reject ``arrival`` now; return the serving process if admitted.
+
+        An ``observed`` log row is served as it happened (`_replay`), not by the provider.
+        """
         env = self.env
         request = gw.Request(
             id=arrival.id,
@@ -253,6 +261,8 @@ class _Run:
             checker.admitted(arrival.id, decision.estimate.cost)
         self._move(decision.key, 1)
         self._budget_step()
+        if observed is not None:
+            return env.process(self._replay(decision, arrival, observed))
         return env.process(self._serve(decision, arrival))
 
     def _serve(self, admission: Any, arrival: Arrival) -> Generator[simpy.Event, Any, None]:
@@ -282,7 +292,87 @@ class _Run:
             )))
             self._budget_step()
 
+    def _replay(
+        self, admission: Any, arrival: Arrival, row: ObservedRow
+    ) -> Generator[simpy.Event, Any, None]:
+        """Observed timing: end ``row`` after its observed duration with its observed outcome.
+
+        The what-if gateway's ``request_timeout`` still cuts a call that took longer.
+        """
+        start = self.env.now
+        duration = row.end - row.start
+        limit = self.scenario.gateway.request_timeout
+        usage = Usage(arrival.prompt_tokens, row.output_tokens)
+        if duration > limit:
+            yield self.env.timeout(limit)
+            kind, outcome = "timeout", gw.timeout()
+        else:
+            yield self.env.timeout(duration)
+            kind = row.label
+            if row.outcome == "ok":
+                outcome = gw.Outcome("ok", usage, cost=row.cost)
+            elif row.outcome == "http_error":
+                outcome = gw.Outcome("http_error", status=row.status, cost=row.cost)
+            elif row.outcome == "cancelled":
+                partial = usage if row.output_tokens else None
+                outcome = gw.Outcome("cancelled", partial, cost=row.cost)
+            else:
+                outcome = gw.Outcome("timeout", cost=row.cost)
+        now = self.env.now
+        settlement = self.gateway.finish(admission, outcome, now)
+        if self.checker is not None:
+            self.checker.touched(admission.key)
+            self.checker.settled(arrival.id, settlement.charged)
+        self._move(admission.key, -1)
+        if now > self.end_time:
+            self.end_time = now
+        self.tally.served(admission.key, kind, arrival.time, start, now)
+        if self.keep_records:
+            self.records.append(_new(RequestRecord, (
+                arrival.id, arrival.time, arrival.model, arrival.prompt_tokens,
+                row.output_tokens if kind == "ok" else 0, "admitted", None,
+                admission.key_label, start, now, admission.estimate.cost, settlement.charged,
+                kind,
+            )))
+            self._budget_step()
+
     # -- processes -----------------------------------------------------------------------
+
+    def observed_source(self) -> Generator[simpy.Event, Any, None]:
+        """Arrivals of an observed-timing log, at each row's start (x ``1 / speed``)."""
+        env, scenario = self.env, self.scenario
+        spec = scenario.workload.trace
+        assert spec is not None
+        models = dict(spec.models)
+        rows = in_start_order(read_observed(spec.path, spec.format, columns=dict(spec.columns),
+                                            time_unit=spec.time_unit), str(spec.path))
+        origin: float | None = None
+        count = 0
+        while True:
+            # A bad row is kept and raised by `execute`: SimPy would re-create the exception
+            # from its args, losing the TraceError's file, line and column.
+            try:
+                row = next(rows, None)
+            except (TraceError, ValueError) as exc:
+                self.failure = exc
+                break
+            if row is None:
+                break
+            count += 1
+            if origin is None:
+                origin = row.start
+            t = (row.start - origin) / spec.speed
+            if t >= scenario.duration or (spec.limit is not None and count > spec.limit):
+                break
+            if scenario.max_requests is not None and self.factory.made >= scenario.max_requests:
+                break
+            delay = t - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            model = models.get(row.model, row.model) if row.model else None
+            self.arrive(self.factory.make(t, prompt_tokens=row.prompt_tokens,
+                                          output_tokens=row.output_tokens, model=model), row)
+        self.arrivals_done = True
 
     def open_source(self) -> Generator[simpy.Event, Any, None]:
         env, arrive = self.env, self.arrive
@@ -337,8 +427,11 @@ class _Run:
 
     def execute(self, progress: ProgressFn | None) -> RunResult:
         env = self.env
+        trace = self.scenario.workload.trace
         if self.scenario.workload.kind == "closed":
             env.process(self.closed_source())
+        elif trace is not None and is_observed(trace.format, dict(trace.columns)):
+            env.process(self.observed_source())
         else:
             env.process(self.open_source())
         env.process(self.sampler())
@@ -357,6 +450,8 @@ class _Run:
                 checker.check(events, env.now)
             if progress is not None and events % _PROGRESS_EVERY == 0:
                 progress(min(env.now / horizon, 1.0))
+        if self.failure is not None:
+            raise self.failure
         if checker is not None:
             checker.at_end(events, env.now)
         self._close_areas()

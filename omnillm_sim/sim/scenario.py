@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 WORKLOADS = ("poisson", "bursty", "diurnal", "closed", "trace")
-TRACE_FORMATS = ("azure", "burstgpt", "csv", "jsonl")
+TRACE_FORMATS = ("azure", "burstgpt", "csv", "jsonl",
+                 "pytest-omnillm", "otel-genai", "litellm-spend")  # the last 3: sim/importers
 _KNOWN_POLICIES = ("omnillm-0.1.5", "safe")
 _DEFAULT_FALLBACK: str | None = "gpt-4o"
 _STRATEGIES = ("omnillm", "round-robin", "least-loaded", "power-of-two")
@@ -452,7 +453,8 @@ def _read_trace(t: _Table, base: Path) -> TraceSpec:
     column_map = {}
     for name in list(columns.data):
         column_map[name] = columns.get(name, _string(), "a column name", "")
-    allowed = ("time", "prompt_tokens", "output_tokens", "model")
+    allowed = ("time", "prompt_tokens", "output_tokens", "model",
+               "end", "duration", "status", "cost", "key")  # the last 5: observed logs
     for name in column_map:
         if name not in allowed:
             raise columns.error(name, "one of " + ", ".join(allowed), column_map[name])
