@@ -385,7 +385,7 @@ examples:
       --column output_tokens=out --time-unit ms --limit 5000
   omnillm-sim replay spend.csv --format litellm-spend --scenario gw.toml \\
       --policy omnillm-0.1.5 --policy safe --what-if keys.0.count=3
-  omnillm-sim replay spend.json --format pytest-omnillm --set budget.limit=5.00
+  omnillm-sim replay report.json --format pytest-omnillm --set 'budget.limit="5.00"'
 """
 
 
