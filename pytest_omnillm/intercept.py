@@ -245,9 +245,12 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = request.read()
         info = RequestInfo(endpoint, request.method, str(request.url), body, library)
         flight = handler.start(info)  # raises to refuse: nothing is sent
-        if flight is None:
-            return original(self, request)
         token = _sending.set(request)
+        if flight is None:
+            try:
+                return original(self, request)
+            finally:
+                _sending.reset(token)
         try:
             response = original(self, request)
         except BaseException as exc:
@@ -271,9 +274,12 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = await request.aread()
         info = RequestInfo(endpoint, request.method, str(request.url), body, library)
         flight = handler.start(info)
-        if flight is None:
-            return await original(self, request)
         token = _sending.set(request)
+        if flight is None:
+            try:
+                return await original(self, request)
+            finally:
+                _sending.reset(token)
         try:
             response = await original(self, request)
         except BaseException as exc:
