@@ -224,6 +224,8 @@ def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) 
 
 
 _streams: dict[str, tuple[type[Any], type[Any]]] = {}
+# Every (module, client class, is_async) we patched: what `verify` checks at each test.
+_patched: list[tuple[ModuleType, type[Any], bool]] = []
 _METHOD = "_send_single_request"
 
 
@@ -327,6 +329,8 @@ def _patch_module(module: ModuleType) -> None:
         original = cls.__dict__[_METHOD]
         if not getattr(original, _PATCHED, False):
             _wrap(module, cls, original, is_async=is_async)
+        if not any(c is cls for _, c, _ in _patched):
+            _patched.append((module, cls, is_async))
 
 
 def verify() -> list[str]:
@@ -342,22 +346,19 @@ def verify() -> list[str]:
             could not see its requests).
     """
     notes: list[str] = []
-    for name in _TARGETS:
-        module = sys.modules.get(name)
-        if module is None:
+    for module, cls, is_async in _patched:
+        current = cls.__dict__.get(_METHOD)
+        if getattr(current, _PATCHED, False):
             continue
-        for cls, is_async in _classes(module):
-            current = cls.__dict__.get(_METHOD)
-            if getattr(current, _PATCHED, False):
-                continue
-            if current is None or not callable(current):
-                raise RuntimeError(
-                    f"pytest-omnillm: {name}.{cls.__name__}.{_METHOD} was removed by another "
-                    "library: LLM requests cannot be budgeted; refusing to run unbudgeted"
-                )
-            who = getattr(current, "__module__", None) or type(current).__module__
-            _wrap(module, cls, current, is_async=is_async)
-            notes.append(f"{name}.{cls.__name__}.{_METHOD} was replaced by {who}: wrapped again")
+        name = module.__name__
+        if current is None or not callable(current):
+            raise RuntimeError(
+                f"pytest-omnillm: {name}.{cls.__name__}.{_METHOD} was removed by another "
+                "library: LLM requests cannot be budgeted; refusing to run unbudgeted"
+            )
+        who = getattr(current, "__module__", None) or type(current).__module__
+        _wrap(module, cls, current, is_async=is_async)
+        notes.append(f"{name}.{cls.__name__}.{_METHOD} was replaced by {who}: wrapped again")
     return notes
 
 
