@@ -224,6 +224,8 @@ def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) 
 
 
 _streams: dict[str, tuple[type[Any], type[Any]]] = {}
+# Every (module, client class, is_async) we patched: what `verify` checks at each test.
+_patched: list[tuple[ModuleType, type[Any], bool]] = []
 _METHOD = "_send_single_request"
 
 
@@ -245,9 +247,12 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = request.read()
         info = RequestInfo(endpoint, request.method, str(request.url), body, library)
         flight = handler.start(info)  # raises to refuse: nothing is sent
-        if flight is None:
-            return original(self, request)
         token = _sending.set(request)
+        if flight is None:
+            try:
+                return original(self, request)
+            finally:
+                _sending.reset(token)
         try:
             response = original(self, request)
         except BaseException as exc:
@@ -271,9 +276,12 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = await request.aread()
         info = RequestInfo(endpoint, request.method, str(request.url), body, library)
         flight = handler.start(info)
-        if flight is None:
-            return await original(self, request)
         token = _sending.set(request)
+        if flight is None:
+            try:
+                return await original(self, request)
+            finally:
+                _sending.reset(token)
         try:
             response = await original(self, request)
         except BaseException as exc:
@@ -321,6 +329,8 @@ def _patch_module(module: ModuleType) -> None:
         original = cls.__dict__[_METHOD]
         if not getattr(original, _PATCHED, False):
             _wrap(module, cls, original, is_async=is_async)
+        if not any(c is cls for _, c, _ in _patched):
+            _patched.append((module, cls, is_async))
 
 
 def verify() -> list[str]:
@@ -336,22 +346,19 @@ def verify() -> list[str]:
             could not see its requests).
     """
     notes: list[str] = []
-    for name in _TARGETS:
-        module = sys.modules.get(name)
-        if module is None:
+    for module, cls, is_async in _patched:
+        current = cls.__dict__.get(_METHOD)
+        if getattr(current, _PATCHED, False):
             continue
-        for cls, is_async in _classes(module):
-            current = cls.__dict__.get(_METHOD)
-            if getattr(current, _PATCHED, False):
-                continue
-            if current is None or not callable(current):
-                raise RuntimeError(
-                    f"pytest-omnillm: {name}.{cls.__name__}.{_METHOD} was removed by another "
-                    "library: LLM requests cannot be budgeted; refusing to run unbudgeted"
-                )
-            who = getattr(current, "__module__", None) or type(current).__module__
-            _wrap(module, cls, current, is_async=is_async)
-            notes.append(f"{name}.{cls.__name__}.{_METHOD} was replaced by {who}: wrapped again")
+        name = module.__name__
+        if current is None or not callable(current):
+            raise RuntimeError(
+                f"pytest-omnillm: {name}.{cls.__name__}.{_METHOD} was removed by another "
+                "library: LLM requests cannot be budgeted; refusing to run unbudgeted"
+            )
+        who = getattr(current, "__module__", None) or type(current).__module__
+        _wrap(module, cls, current, is_async=is_async)
+        notes.append(f"{name}.{cls.__name__}.{_METHOD} was replaced by {who}: wrapped again")
     return notes
 
 

@@ -131,8 +131,8 @@ class SpendSummary:
             total = totals[r["model"] or NO_MODEL]
             total.spent += r["charged"]
             total.requests += 1
-            if r["tokens"] is None:
-                total.at_estimate += 1
+            if r["tokens"] is None and (r["charged"] or r.get("if_live")):
+                total.at_estimate += 1  # kept its reservation: no usable usage
             for key, value in (r["tokens"] or {}).items():
                 total.tokens[key] = total.tokens.get(key, 0) + value
         return dict(sorted(totals.items(), key=lambda kv: (-kv[1].spent, kv[0])))
@@ -387,11 +387,7 @@ def render(summary: SpendSummary, top: int) -> list[str]:
             f"UNPRICED: {len(unpriced)} request(s) not counted in the spend above, to "
             f"{shown}: add prices with --llm-prices FILE or choose --llm-fallback-model MODEL"
         )
-    kept = [
-        r
-        for r in summary.with_status("no-usage", "unparsed", "failed")
-        if r["charged"] or r.get("if_live")
-    ]
+    kept = [r for r in summary.with_status("no-usage", "unparsed", "failed") if r["charged"]]
     if kept:
         lines.append("charged at their estimate (no usable usage in the response):")
         keys = [

@@ -572,3 +572,19 @@ def test_pytest_httpx_mocks_are_replayed(pt: pytest.Pytester, llm: FakeLLM) -> N
             "replayed from mocks/cassettes: $0.000060 if live, 3 request(s), not charged*",
         ]
     )
+
+
+def test_released_requests_are_not_called_charged_at_estimate(
+    pt: pytest.Pytester, llm: FakeLLM
+) -> None:
+    llm.script = [Reply(status=500)]
+    pt.makepyfile(
+        "import openai, pytest\n\ndef test_x(call):\n"
+        "    with pytest.raises(openai.InternalServerError):\n        call()\n    call()\n"
+    )
+    result = pt.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*$0.000020  test-model  2 request(s), 10 input / 5 output tokens"]
+    )
+    assert "charged at estimate" not in result.stdout.str()

@@ -254,3 +254,32 @@ def test_records_hold_redacted_urls(harness: Harness, llm: FakeLLM) -> None:
     (record,) = harness.records
     assert "pa55word" not in record.url and "s3cr3t" not in record.url
     assert record.url.endswith("/v1/chat/completions?api-key=REDACTED&deployment=d")
+
+
+# -- item 2: a replacement that calls our wrapper is not counted twice --------------------------
+
+
+@pytest.mark.parametrize("lib", [httpx, httpx2], ids=["httpx", "httpx2"])
+def test_a_request_through_two_wrappers_is_recorded_once(
+    harness: Harness, llm: FakeLLM, lib: Any
+) -> None:
+    from pytest_omnillm import intercept
+
+    cls = lib.Client
+    ours = cls.__dict__["_send_single_request"]
+
+    def replacement(self: Any, request: Any) -> Any:  # like vcrpy 7 recording
+        return ours(self, request)
+
+    cls._send_single_request = replacement
+    try:
+        (note,) = intercept.verify()
+        assert note.startswith(f"{lib.__name__}.Client._send_single_request was replaced")
+        assert intercept.verify() == []  # wrapped once; the check is now quiet
+        with lib.Client() as client:
+            client.post(llm.url + "/v1/chat/completions", json=BODY)
+            client.post(llm.url + "/v1/chat/completions", json={"messages": MSG})  # no model
+    finally:
+        cls._send_single_request = ours
+    assert [r.status for r in harness.records] == ["ok", "unpriced"]
+    assert harness.test.tracker.stats().spent == 20 and len(llm.received) == 2
