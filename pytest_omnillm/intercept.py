@@ -47,6 +47,7 @@ class RequestInfo:
     url: str
     body: bytes
     library: str
+    content_encoding: str = ""  # the request body's Content-Encoding header
 
 
 class Flight(Protocol):
@@ -200,7 +201,10 @@ def _patch_module(module: ModuleType) -> None:
             return sync_original(self, request)
         handler, endpoint = prepared
         body = request.read()
-        info = RequestInfo(endpoint, request.method, str(request.url), body, library)
+        info = RequestInfo(
+            endpoint, request.method, str(request.url), body, library,
+            request.headers.get("content-encoding", ""),
+        )
         flight = handler.start(info)  # raises to refuse: nothing is sent
         if flight is None:
             return sync_original(self, request)
@@ -219,7 +223,10 @@ def _patch_module(module: ModuleType) -> None:
             return await async_original(self, request)
         handler, endpoint = prepared
         body = await request.aread()
-        info = RequestInfo(endpoint, request.method, str(request.url), body, library)
+        info = RequestInfo(
+            endpoint, request.method, str(request.url), body, library,
+            request.headers.get("content-encoding", ""),
+        )
         flight = handler.start(info)
         if flight is None:
             return await async_original(self, request)

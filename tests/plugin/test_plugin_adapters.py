@@ -105,7 +105,13 @@ def test_usage_mapping() -> None:
         with pytest.raises(UsageParseError):
             usage_from_openai(bad)
     with pytest.raises(UsageParseError, match="cached_tokens=9 > prompt tokens 2"):
-        usage_from_openai({"prompt_tokens": 2, "prompt_tokens_details": {"cached_tokens": 9}})
+        usage_from_openai(
+            {
+                "prompt_tokens": 2,
+                "completion_tokens": 0,
+                "prompt_tokens_details": {"cached_tokens": 9},
+            }
+        )
 
 
 ANTHROPIC_STREAM = (
