@@ -576,22 +576,22 @@ class UsageReader:
                 continue
             if self._line or self._line_over:
                 self._partial(body)
-                line = b"".join(self._line)
-                over = self._line_over
+                line, over = b"".join(self._line), self._line_over
                 self._line, self._line_len, self._line_over = [], 0, False
-                if over:
-                    self._event_over = True
-                    continue
             else:
-                line = body
+                line, over = body, self._data_len + len(body) > MAX_EVENT_BYTES
+            if over:  # the event this line belongs to is skipped
+                self._data, self._data_len, self._event_over = [], 0, True
+                continue
             self._field(line)
         self._skip_lf = data.endswith(b"\r")
 
     def _partial(self, piece: bytes) -> None:
         if self._line_over:
             return
-        if self._line_len + len(piece) > MAX_EVENT_BYTES:
+        if self._data_len + self._line_len + len(piece) > MAX_EVENT_BYTES:
             self._line, self._line_len, self._line_over = [], 0, True
+            self._data, self._data_len = [], 0
             return
         self._line.append(piece)
         self._line_len += len(piece)
@@ -608,9 +608,6 @@ class UsageReader:
             value = value[1:]
         if name == b"data":
             if self._event_over:
-                return
-            if self._data_len + len(value) + 1 > MAX_EVENT_BYTES:
-                self._data, self._data_len, self._event_over = [], 0, True
                 return
             self._data.append(value)
             self._data_len += len(value) + 1

@@ -10,7 +10,8 @@ of every usage object of the reply, ``patch_last_delta`` those of an Anthropic s
 ``message_delta`` only; ``stream_content_type`` sends streams with another Content-Type (``""``:
 none); ``big_chunk`` makes a stream's first content chunk carry that many characters on one
 line; ``gzip`` compresses streams too. Request bodies with ``Content-Encoding`` gzip/deflate are
-decoded before they are read; ``sent_digests`` has the SHA-256 of every stream body sent.
+decoded before they are read; ``sent_digests`` has the SHA-256 of every stream body as sent
+(compressed, with ``gzip``).
 
 Usage of a reply: ``input`` tokens (default 10, uncached; OpenAI ``prompt_tokens`` is input +
 cached), ``output`` tokens (an int, or ``"max"``: the request's output bound), ``cached``
@@ -206,13 +207,15 @@ class FakeLLM:
         digest = hashlib.sha256()
         packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16) if reply.gzip else None
         for piece in _event_pieces(events, reply.big_chunk):
-            digest.update(piece)
             out = packer.compress(piece) if packer else piece
             if out:
+                digest.update(out)
                 h.wfile.write(out)
                 h.wfile.flush()
         if packer:
-            h.wfile.write(packer.flush())
+            out = packer.flush()
+            digest.update(out)
+            h.wfile.write(out)
         with self._lock:
             self.sent_digests.append(digest.hexdigest())
         h.close_connection = True

@@ -147,3 +147,18 @@ def test_unsupported_encoding_is_reported_not_raised_while_reading() -> None:
     reader.feed(b"\x00\x01")  # never raises
     with pytest.raises(UsageParseError, match="Content-Encoding 'br'"):
         reader.finish()
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("application/json", b' {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'),
+        ("", b'data: {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}\r\rdata: [DONE]\r\r'),
+    ],
+    ids=["json-reply", "sse-without-content-type"],
+)
+def test_a_stream_request_reads_what_the_body_is(ctype: str, body: bytes) -> None:
+    reader = UsageReader(Endpoint("openai", "chat", "/x"), ctype, stream=True)
+    for i in range(len(body)):
+        reader.feed(body[i : i + 1])
+    assert reader.finish() == Usage(3, 4)
