@@ -262,12 +262,15 @@ class _Decoder:
                 yield from self._through(stage + 1, piece)
 
 
-def decode_body(body: bytes, encoding: str, limit: int = _MAX_REQUEST) -> bytes:
-    """``body`` with its ``Content-Encoding`` undone, refusing to grow past ``limit`` bytes.
+def decode_body(body: bytes, encoding: str, limit: int | None = None) -> bytes:
+    """``body`` with its ``Content-Encoding`` undone, refusing to grow past ``limit`` bytes
+    (default 256 MiB).
 
     Raises:
         UsageParseError: an encoding it cannot undo, corrupt data, or more than ``limit`` bytes.
     """
+    if limit is None:
+        limit = _MAX_REQUEST
     decoder = _Decoder(encoding)
     if not decoder._stages:
         return body

@@ -9,7 +9,8 @@ Hostile modes (all off by default): ``patch_usage`` replaces or (with `DROP`) re
 of every usage object of the reply, ``patch_last_delta`` those of an Anthropic stream's last
 ``message_delta`` only; ``stream_content_type`` sends streams with another Content-Type (``""``:
 none); ``big_chunk`` makes a stream's first content chunk carry that many characters on one
-line; ``gzip`` compresses streams too. Request bodies with ``Content-Encoding`` gzip/deflate are
+line; ``gzip`` compresses streams too; ``encoding`` ("gzip", "br", "zstd") compresses a JSON
+reply. Request bodies with a ``Content-Encoding`` (gzip, deflate, br, zstd, or a list) are
 decoded before they are read; ``sent_digests`` has the SHA-256 of every stream body as sent
 (compressed, with ``gzip``).
 
@@ -54,6 +55,7 @@ class Reply:
     patch_last_delta: dict[str, Any] = field(default_factory=dict)
     stream_content_type: str | None = None
     big_chunk: int = 0
+    encoding: str = ""  # "gzip", "br" or "zstd": compress a JSON reply with it
 
 
 @dataclass
@@ -129,7 +131,7 @@ class FakeLLM:
         raw = h.rfile.read(length)
         try:
             body = json.loads(_decoded(raw, h.headers.get("content-encoding", "")))
-        except (ValueError, zlib.error):
+        except Exception:  # not JSON, or not decodable: answer as to an empty body
             body = {}
         if not isinstance(body, dict):
             body = {}
@@ -164,7 +166,11 @@ class FakeLLM:
         payload = _response(kind, body, tokens, reply.omit_usage)
         if reply.patch_usage and isinstance(payload.get("usage"), dict):
             payload["usage"] = _patched(payload["usage"], reply.patch_usage)
-        if reply.gzip:
+        if reply.encoding:
+            data = _compress(json.dumps(payload).encode(), reply.encoding)
+            headers = {**reply.headers, "content-encoding": reply.encoding}
+            self._send_raw(h, 200, data, "application/json", headers)
+        elif reply.gzip:
             data = gzip.compress(json.dumps(payload).encode())
             headers = {**reply.headers, "content-encoding": "gzip"}
             self._send_raw(h, 200, data, "application/json", headers)
@@ -237,12 +243,40 @@ def _event_pieces(events: list[tuple[str | None, Any]], big: int) -> Iterator[by
             yield tail.encode()
 
 
+def _compress(data: bytes, encoding: str) -> bytes:
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.compress(data))
+    if encoding == "zstd":
+        try:
+            from compression import zstd  # type: ignore[import-not-found]
+        except ImportError:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        return bytes(zstd.compress(data))
+    return gzip.compress(data)
+
+
 def _decoded(raw: bytes, encoding: str) -> bytes:
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return gzip.decompress(raw)
-    if encoding == "deflate":
-        return zlib.decompress(raw)
+    """Undo a request's Content-Encoding (a list: the last one applied is undone first)."""
+    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+        if coding in ("gzip", "x-gzip"):
+            raw = gzip.decompress(raw)
+        elif coding == "deflate":
+            try:
+                raw = zlib.decompress(raw)
+            except zlib.error:
+                raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+        elif coding == "br":
+            import brotli
+
+            raw = bytes(brotli.decompress(raw))
+        elif coding == "zstd":
+            try:
+                from compression import zstd
+            except ImportError:
+                from backports import zstd
+            raw = bytes(zstd.decompress(raw))
     return raw
 
 

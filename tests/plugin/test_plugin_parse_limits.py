@@ -14,10 +14,12 @@ import hashlib
 import itertools
 import json
 import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import brotli
 import httpx
 import httpx2
 import openai
@@ -234,15 +236,33 @@ def test_reader_does_not_trust_usage_when_a_skipped_event_follows_it() -> None:
         reader.finish()
 
 
-def test_reader_inflates_a_bomb_in_bounded_pieces() -> None:
-    payload = b"data: " + b"x" * (64 * 2**20) + b"\n\n" + USAGE_EVENT
-    packed = gzip.compress(payload, 9)
+def _zstd_compress(data: bytes) -> bytes:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd  # type: ignore[import-not-found,no-redef]
+    return bytes(zstd.compress(data))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", lambda b: brotli.compress(b, quality=4)),
+        ("zstd", _zstd_compress),
+    ],
+)
+def test_reader_inflates_a_bomb_in_bounded_pieces(encoding: str, pack: Any) -> None:
+    payload = b"data: " + b"x" * (4 * MAX_EVENT_BYTES) + b"\n\n" + USAGE_EVENT
+    packed = pack(payload)
+    assert len(packed) < 2**20
     reader = UsageReader(
-        Endpoint("openai", "chat", "/v1/chat/completions"), "text/event-stream", "gzip"
+        Endpoint("openai", "chat", "/v1/chat/completions"), "text/event-stream", encoding
     )
     tracemalloc.start()
     try:
-        reader.feed(packed)  # one chunk that inflates to 64 MiB
+        reader.feed(packed)  # one chunk that inflates to 32 MiB
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

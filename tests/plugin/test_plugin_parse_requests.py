@@ -14,6 +14,7 @@ import sys
 import zlib
 from typing import Any
 
+import brotli
 import httpx
 import httpx2
 import pytest
@@ -21,6 +22,11 @@ from fakellm import FakeLLM
 from harness import Harness
 
 from pytest_omnillm import LLMBudgetExceeded
+
+try:
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:
+    from backports import zstd  # type: ignore[import-not-found,no-redef]
 
 MSG = [{"role": "user", "content": "hi"}]
 BODY = {"model": "test-model", "messages": MSG, "max_tokens": 20}
@@ -49,8 +55,11 @@ def post(lib: Any, llm: FakeLLM, content: bytes, **headers: str) -> Any:
         ("deflate", zlib.compress),  # HTTP deflate: the zlib format
         ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some clients send it
         ("identity, gzip", gzip.compress),
+        ("br", brotli.compress),
+        ("zstd", zstd.compress),
+        ("gzip, br", lambda b: brotli.compress(gzip.compress(b))),
     ],
-    ids=["gzip", "deflate", "raw-deflate", "identity-gzip"],
+    ids=["gzip", "deflate", "raw-deflate", "identity-gzip", "br", "zstd", "gzip-then-br"],
 )
 def test_compressed_request_bodies_are_decoded_and_reserved(
     harness: Harness, llm: FakeLLM, lib: Any, encoding: str, pack: Any
@@ -58,7 +67,7 @@ def test_compressed_request_bodies_are_decoded_and_reserved(
     plain = json.dumps(BODY).encode()
     harness.begin(limit_usd="1")
     response = post(lib, llm, pack(plain), **{"content-encoding": encoding})
-    assert response.status_code == 200 and len(llm.received) == 1
+    assert response.status_code == 200 and llm.received[0].body == BODY
     (record,) = harness.records
     assert record.model == "test-model"
     assert record.estimate == estimate_of(plain, 1, 20)  # from the decoded size
@@ -89,6 +98,19 @@ def test_unreadable_bodies_are_refused_under_a_budget(
     assert record.status == "refused" and why in record.detail
     problems = harness.end()
     assert len(problems) == 1 and why in problems[0]  # the test fails even if it caught it
+
+
+def test_a_request_body_that_inflates_past_the_bound_is_refused(
+    harness: Harness, llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_omnillm import adapters
+
+    monkeypatch.setattr(adapters, "_MAX_REQUEST", 2**20)  # 256 MiB in use; 1 MiB here
+    bomb = gzip.compress(json.dumps({**BODY, "pad": "x" * 2**21}).encode())
+    harness.begin(limit_usd="1")
+    with pytest.raises(LLMBudgetExceeded, match="more than 1048576 bytes"):
+        post(httpx2, llm, bomb, **{"content-encoding": "gzip"})
+    assert llm.received == []
 
 
 @LIBS

@@ -189,3 +189,17 @@ def test_stream_is_read_by_the_request_not_only_the_content_type(
     (record,) = harness.records
     assert record.stream is True
     assert (record.status, record.actual) == ("ok", 20), record.detail
+
+
+# -- compressed replies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+@pytest.mark.parametrize("call", [chat, messages], ids=["openai", "anthropic"])
+def test_compressed_replies_are_decoded(
+    harness: Harness, llm: FakeLLM, call: Any, encoding: str
+) -> None:
+    llm.default = Reply(encoding=encoding)
+    call(llm, stream=False)
+    (record,) = harness.records
+    assert (record.status, record.actual) == ("ok", 20), record.detail
