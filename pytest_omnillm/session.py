@@ -34,7 +34,7 @@ from omnillm_sim.errors import (
     UnknownModelError,
 )
 from omnillm_sim.estimate import Estimate, Estimator, get_estimator
-from omnillm_sim.money import MicroDollar, format_usd
+from omnillm_sim.money import U64_MAX, MicroDollar, format_usd
 from omnillm_sim.pricing import PriceTable, Usage
 from pytest_omnillm.adapters import UsageParseError, UsageReader, parse_request
 from pytest_omnillm.intercept import RequestInfo
@@ -84,9 +84,10 @@ class LLMBudgetExceeded(BudgetExceeded):
         self.used = used
         self.reason = reason
         if reason:  # refused because the budget could not be enforced on this request
+            shown = "unlimited" if limit >= U64_MAX else format_usd(limit)
             self.args = (
                 f"LLM {scope} budget: request to {model} refused in {test}: {reason}; "
-                f"nothing was sent (the {scope} limit is {format_usd(limit)} ({source}), "
+                f"nothing was sent (the {scope} limit is {shown} ({source}), "
                 f"{format_usd(used)} already spent)",
             )
             return

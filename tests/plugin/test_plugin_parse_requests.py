@@ -151,3 +151,12 @@ def test_azure_deployment_path_names_the_model(harness: Harness, llm: FakeLLM) -
         client.post(llm.url + "/openai/deployments/test-model/chat/completions", json=body)
     (record,) = harness.records
     assert (record.model, record.status, record.actual) == ("test-model", "ok", 20)
+
+
+def test_a_test_whose_budget_is_lifted_still_refuses_unreadable_bodies(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    harness.begin()  # a budget is configured for the run (enforce), none applies to this test
+    with pytest.raises(LLMBudgetExceeded, match="limit is unlimited"):
+        post(httpx2, llm, b"not json")
+    assert llm.received == []

@@ -203,3 +203,34 @@ def test_compressed_replies_are_decoded(
     call(llm, stream=False)
     (record,) = harness.records
     assert (record.status, record.actual) == ("ok", 20), record.detail
+
+
+# -- the user's view: a pytest run ------------------------------------------------------------
+
+INNER = """
+import openai, pytest
+
+@pytest.mark.llm_budget("0.001")
+def test_loop():
+    client = openai.OpenAI(base_url={url!r} + "/v1", api_key="k", max_retries=0)
+    for _ in range(100):
+        try:
+            client.chat.completions.create(
+                model="test-model", messages=[{{"role": "user", "content": "hi"}}], max_tokens=20
+            )
+        except Exception:
+            pass  # an application that swallows errors
+"""
+
+
+def test_a_run_with_null_counts_fails_the_test_after_a_few_calls(
+    pytester: pytest.Pytester, llm: FakeLLM, prices_file: Any
+) -> None:
+    llm.default = Reply(patch_usage=NULLS)
+    pytester.makeini(f"[pytest]\nllm_prices = {prices_file}\n")
+    pytester.makepyfile(INNER.format(url=llm.url))
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=1)
+    estimate = estimate_of(llm.received[0].raw, 1, 20)
+    assert len(llm.received) == 1000 // estimate < 10  # it admitted 100 before the fix
+    result.stdout.fnmatch_lines(["*LLM test budget exceeded in test_*::test_loop*"])
