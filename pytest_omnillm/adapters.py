@@ -504,8 +504,7 @@ class UsageReader:
             self._error = exc
         self._body = bytearray()
         # SSE state: the current partial line, the current event's data lines and name.
-        self._line: list[bytes] = []
-        self._line_len = 0
+        self._line = bytearray()  # appended in place: a line trickled byte by byte stays linear
         self._line_over = False
         self._skip_lf = False
         self._data: list[bytes] = []
@@ -528,7 +527,7 @@ class UsageReader:
     @property
     def retained(self) -> int:
         """Body bytes held right now."""
-        return len(self._body) + self._line_len + self._data_len
+        return len(self._body) + len(self._line) + self._data_len
 
     def feed(self, raw: bytes) -> None:
         """Take the next raw chunk of the body."""
@@ -579,8 +578,8 @@ class UsageReader:
                 continue
             if self._line or self._line_over:
                 self._partial(body)
-                line, over = b"".join(self._line), self._line_over
-                self._line, self._line_len, self._line_over = [], 0, False
+                line, over = bytes(self._line), self._line_over
+                self._line, self._line_over = bytearray(), False
             else:
                 line, over = body, self._data_len + len(body) > MAX_EVENT_BYTES
             if over:  # the event this line belongs to is skipped
@@ -592,12 +591,11 @@ class UsageReader:
     def _partial(self, piece: bytes) -> None:
         if self._line_over:
             return
-        if self._data_len + self._line_len + len(piece) > MAX_EVENT_BYTES:
-            self._line, self._line_len, self._line_over = [], 0, True
+        if self._data_len + len(self._line) + len(piece) > MAX_EVENT_BYTES:
+            self._line, self._line_over = bytearray(), True
             self._data, self._data_len = [], 0
             return
-        self._line.append(piece)
-        self._line_len += len(piece)
+        self._line += piece
         self.peak_retained = max(self.peak_retained, self.retained)
 
     def _field(self, line: bytes) -> None:
