@@ -48,10 +48,10 @@ the APIs document as optional (cached tokens, cache writes) count as 0 when abse
   summed), whose ``output_tokens`` must be a count; no ``message_delta`` means no final usage.
 
 Streams are read in time linear in their size with bounded memory: only events that can carry
-usage (their data mentions ``usage`` or ``error``) are decoded, and an event or line longer than
-`MAX_EVENT_BYTES` is skipped without being kept. If such a skipped event could have been the
-last usage, the usage is not trusted. Compressed bodies are inflated in pieces of at most
-64 KiB, so a compression bomb cannot grow the plugin's memory.
+usage (their data mentions ``usage`` or ``error``, or has a ``\\u`` escape) are decoded, and
+an event or line longer than `MAX_EVENT_BYTES` is skipped without being kept. If such a skipped
+event could have been the last usage, the usage is not trusted. Compressed bodies are inflated
+in pieces of at most 64 KiB, so a compression bomb cannot grow the plugin's memory.
 """
 
 from __future__ import annotations
@@ -628,10 +628,10 @@ class UsageReader:
         data = b"\n".join(lines)
         if data == b"[DONE]":
             return
-        # Only events that can carry usage (or report an error) are decoded. An event that
-        # spells "usage" with JSON escapes is not read: its usage is then missing, and the
-        # reservation is kept, so hiding usage can never lower a charge.
-        if b"usage" not in data and b"error" not in data and event != b"error":
+        # Only events that can carry usage (or report an error) are decoded: those that say
+        # "usage" or "error", or use a \u escape (which could spell either).
+        quiet = b"usage" not in data and b"\\u" not in data and b"error" not in data
+        if quiet and event != b"error":
             return
         try:
             payload = json.loads(data)

@@ -269,3 +269,13 @@ def test_reader_inflates_a_bomb_in_bounded_pieces(encoding: str, pack: Any) -> N
     assert peak < 2 * MAX_EVENT_BYTES
     usage = reader.finish()
     assert usage is not None and usage.output_tokens == 5
+
+
+def test_a_usage_key_spelled_with_escapes_is_still_read() -> None:
+    # Cumulative usage in every chunk (as some OpenAI-compatible servers send): a final usage
+    # hidden behind a JSON escape must not leave an earlier, smaller one as "the last".
+    reader = _chat_reader()
+    reader.feed(b'data: {"usage":{"prompt_tokens":10,"completion_tokens":1}}\n\n')
+    reader.feed(b'data: {"usag\\u0065":{"prompt_tokens":10,"completion_tokens":500}}\n\n')
+    usage = reader.finish()
+    assert usage is not None and usage.output_tokens == 500
