@@ -75,6 +75,7 @@ class RequestInfo:
     url: str
     body: bytes
     library: str
+    content_encoding: str = ""  # the request body's Content-Encoding header
 
 
 class Flight(Protocol):
@@ -245,7 +246,10 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
             return original(self, request)
         handler, endpoint = prepared
         body = request.read()
-        info = RequestInfo(endpoint, request.method, str(request.url), body, library)
+        info = RequestInfo(
+            endpoint, request.method, str(request.url), body, library,
+            request.headers.get("content-encoding", ""),
+        )
         flight = handler.start(info)  # raises to refuse: nothing is sent
         token = _sending.set(request)
         if flight is None:
@@ -274,7 +278,10 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
             return await original(self, request)
         handler, endpoint = prepared
         body = await request.aread()
-        info = RequestInfo(endpoint, request.method, str(request.url), body, library)
+        info = RequestInfo(
+            endpoint, request.method, str(request.url), body, library,
+            request.headers.get("content-encoding", ""),
+        )
         flight = handler.start(info)
         token = _sending.set(request)
         if flight is None:

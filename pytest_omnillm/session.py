@@ -58,13 +58,19 @@ __all__ = [
 ]
 
 OUTSIDE_TESTS = "<outside tests>"
+MAX_TRACKED: MicroDollar = 2**63 - 1
+"""The largest amount (µ$) one request may reserve or settle: the shared ledger stores amounts
+as SQLite integers. A larger estimate is refused under a budget; a larger reported cost is not
+trusted (charged at the estimate) and fails the test as an overshoot."""
 
 
 class LLMBudgetExceeded(BudgetExceeded):
     """An LLM request was refused before it was sent: it would exceed a test or session budget.
 
     Attributes (besides `BudgetExceeded`'s ``requested``, ``available``, ``limit``): ``test``
-    (node id), ``scope`` (``"test"`` or ``"session"``), ``model``, ``used`` (µ$ already used).
+    (node id), ``scope`` (``"test"`` or ``"session"``), ``model``, ``used`` (µ$ already used),
+    ``reason`` (empty for an over-budget estimate; else why the budget could not be enforced
+    on the request: a body the plugin cannot read, an estimate too large to track).
     """
 
     def __init__(
@@ -78,12 +84,22 @@ class LLMBudgetExceeded(BudgetExceeded):
         limit: MicroDollar,
         used: MicroDollar,
         source: str,
+        reason: str = "",
     ) -> None:
         super().__init__(requested, available, limit, what=f"{scope} LLM budget")
         self.test = test
         self.scope = scope
         self.model = model
         self.used = used
+        self.reason = reason
+        if reason:  # refused because the budget could not be enforced on this request
+            shown = "unlimited" if limit >= U64_MAX else format_usd(limit)
+            self.args = (
+                f"LLM {scope} budget: request to {model} refused in {test}: {reason}; "
+                f"nothing was sent (the {scope} limit is {shown} ({source}), "
+                f"{format_usd(used)} already spent)",
+            )
+            return
         self.args = (
             f"LLM {scope} budget exceeded in {test}: request to {model} estimated at "
             f"{format_usd(requested)}, but the {scope} limit is {format_usd(limit)} "
@@ -279,7 +295,7 @@ class BudgetSession:
         __tracebackhide__ = True
         test = self.current
         nodeid = test.nodeid if test is not None else OUTSIDE_TESTS
-        parsed = parse_request(info.endpoint, info.body)
+        parsed = parse_request(info.endpoint, info.body, info.content_encoding)
         record = RequestRecord(
             seq=next(self._seq),
             test=nodeid,
@@ -291,8 +307,10 @@ class BudgetSession:
         )
         self._add(test, record)
         if parsed.estimate_request is None:
+            if self.enforce:  # fail closed: what cannot be priced cannot be budgeted
+                raise self._refuse_unpriceable(record, test, parsed.problem, 0) from None
             record.status = "unpriced"
-            record.detail = "request body has no model (not JSON, or no 'model' field)"
+            record.detail = f"{parsed.problem}: not counted"
             return None
         try:
             estimate = self.estimator.estimate(parsed.estimate_request, self.prices)
@@ -308,6 +326,16 @@ class BudgetSession:
                 raise error from None
             record.status = "unpriced"
             record.detail = f"model {parsed.model!r} has no price: not counted"
+            return None
+        if estimate.cost > MAX_TRACKED:
+            why = (
+                f"its estimate {format_usd(estimate.cost)} ({estimate.output_tokens} output "
+                f"tokens) is beyond the {format_usd(MAX_TRACKED)} a budget can track"
+            )
+            if self.enforce:
+                raise self._refuse_unpriceable(record, test, why, estimate.cost) from None
+            record.status = "unpriced"
+            record.detail = f"{why}: not counted"
             return None
         record.estimate = estimate.cost
         record.bounded = estimate.bounded
@@ -337,6 +365,35 @@ class BudgetSession:
     def _add(self, test: TestBudget | None, record: RequestRecord) -> None:
         with self._lock:
             (test.requests if test is not None else self.outside).append(record)
+
+    def _refuse_unpriceable(
+        self, record: RequestRecord, test: TestBudget | None, reason: str, requested: MicroDollar
+    ) -> BaseException:
+        """Refuse a request whose cost cannot be reserved (unreadable body, absurd estimate)."""
+        if test is not None and test.budget.micros is not None:
+            scope, source = "test", test.budget.source
+            limit, used = test.tracker.limit, test.tracker.used
+        else:
+            scope, source = "session", self.session_source
+            stats = self.session_budget.stats()
+            limit, used = stats.limit, stats.used
+        record.status = "refused"
+        record.detail = f"{scope} budget: {reason}"
+        record.available = max(limit - used, 0)
+        error = _for_sdk(LLMBudgetExceeded)(
+            test=record.test,
+            scope=scope,
+            model=record.model or "?",
+            requested=requested,
+            available=record.available,
+            limit=limit,
+            used=used,
+            source=source,
+            reason=reason,
+        )
+        if test is not None:
+            test.problems.append(str(error))
+        return error
 
     def _refuse(
         self,
@@ -436,7 +493,9 @@ class _Flight:
         if status >= 400:
             self._end("http-error", None, f"HTTP {status}: released (errors are not billed)")
             return False
-        self._reader = UsageReader(self._endpoint, content_type, content_encoding)
+        self._reader = UsageReader(
+            self._endpoint, content_type, content_encoding, stream=self.record.stream
+        )
         return True
 
     def chunk(self, data: bytes) -> None:
@@ -475,7 +534,28 @@ class _Flight:
         self.record.tokens = _tokens(usage)
         actual = self._session.prices.cost(model, usage)
         self.record.actual = actual
+        if actual > MAX_TRACKED:
+            self._absurd(actual)
+            return
         self._end("ok", actual)
+
+    def _absurd(self, actual: MicroDollar) -> None:
+        """A reported cost no budget can hold: keep the estimate and fail the test."""
+        r = self.record
+        self._keep(
+            "unparsed",
+            f"usage reports a cost of {format_usd(actual)}, beyond the {format_usd(MAX_TRACKED)} "
+            "a budget can track: not trusted (charged at the estimate)",
+        )
+        if self._test is not None:
+            self._test.add_problems(
+                [
+                    f"{self._test.nodeid}: LLM spend overshoot: request #{r.seq} to {r.model} "
+                    f"({r.endpoint}) reported usage costing {format_usd(actual)}, above its "
+                    f"estimate {format_usd(self._estimate.cost)} and beyond the "
+                    f"{format_usd(MAX_TRACKED)} a budget can track (charged at the estimate)"
+                ]
+            )
 
     def close_at_teardown(self) -> None:
         if self._reader is not None and not self._ended:
