@@ -327,16 +327,14 @@ class BudgetSession:
             record.status = "unpriced"
             record.detail = f"model {parsed.model!r} has no price: not counted"
             return None
-        if estimate.cost > MAX_TRACKED:
+        if estimate.cost > MAX_TRACKED and self._limited(test):
+            # With no budget in force the unlimited trackers count any amount; a limit (or the
+            # shared ledger, a 64-bit store) cannot hold it, so the request is refused.
             why = (
                 f"its estimate {format_usd(estimate.cost)} ({estimate.output_tokens} output "
                 f"tokens) is beyond the {format_usd(MAX_TRACKED)} a budget can track"
             )
-            if self.enforce:
-                raise self._refuse_unpriceable(record, test, why, estimate.cost) from None
-            record.status = "unpriced"
-            record.detail = f"{why}: not counted"
-            return None
+            raise self._refuse_unpriceable(record, test, why, estimate.cost) from None
         record.estimate = estimate.cost
         record.bounded = estimate.bounded
         label = f"#{record.seq} {parsed.model} @ {nodeid}"
@@ -365,6 +363,12 @@ class BudgetSession:
     def _add(self, test: TestBudget | None, record: RequestRecord) -> None:
         with self._lock:
             (test.requests if test is not None else self.outside).append(record)
+
+    def _limited(self, test: TestBudget | None) -> bool:
+        """Whether a finite budget (the test's, or the session's) applies to a request."""
+        if test is not None and test.budget.micros is not None:
+            return True
+        return not isinstance(self.session_budget, UnlimitedTracker)
 
     def _refuse_unpriceable(
         self, record: RequestRecord, test: TestBudget | None, reason: str, requested: MicroDollar
