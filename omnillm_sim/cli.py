@@ -128,7 +128,12 @@ def _overrides(args: argparse.Namespace, **extra: object) -> dict[str, object]:
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
-    return Path(args.out) if args.out else Path("reports") / name
+    """The report folder, checked before any simulation (a run must not end in a traceback)."""
+    from omnillm_sim.report.writer import check_out_dir
+
+    out = Path(args.out) if args.out else Path("reports") / name
+    check_out_dir(out, option="--out" if args.out else "output folder")
+    return out
 
 
 def _progress(label: str) -> Any:
@@ -198,10 +203,10 @@ def _run_run(args: argparse.Namespace) -> int:
     from omnillm_sim.sim.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=args.policy))
+    out = _out_dir(args, scenario.name)
     result = _run_one(scenario, args)
     _print_result(result)
-    _print_written(write_run_report(result, _out_dir(args, scenario.name),
-                                    charts=not args.no_charts))
+    _print_written(write_run_report(result, out, charts=not args.no_charts))
     return 0
 
 
@@ -228,12 +233,13 @@ def _run_compare(args: argparse.Namespace) -> int:
     from omnillm_sim.sim.scenario import load_scenario
 
     policies = args.policy or ["omnillm-0.1.5", "safe"]
+    scenarios = [load_scenario(args.scenario, _overrides(args, gateway__policy=policy))
+                 for policy in policies]
+    out = _out_dir(args, f"{scenarios[0].name}-compare")
     results = []
-    for policy in policies:
-        scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=policy))
+    for scenario in scenarios:
         results.append(_run_one(scenario, args))
         _print_result(results[-1])
-    out = _out_dir(args, f"{results[0].scenario.name}-compare")
     _print_written(write_compare_report(results, out, charts=not args.no_charts))
     return 0
 
@@ -320,10 +326,10 @@ def _run_replay(args: argparse.Namespace) -> int:
         data.setdefault("gateway", {})["policy"] = args.policy
     scenario = scenario_from_dict(data, source=source, base=base, name=trace.stem,
                                   question=question or f"Replay of {trace.name}.")
+    out = _out_dir(args, scenario.name)
     result = _run_one(scenario, args)
     _print_result(result)
-    _print_written(write_run_report(result, _out_dir(args, scenario.name),
-                                    charts=not args.no_charts))
+    _print_written(write_run_report(result, out, charts=not args.no_charts))
     return 0
 
 
@@ -383,11 +389,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
     grid = _parse_grid(args.grid)
-    first = args.seed if args.seed is not None else load_scenario(args.scenario).seed
-    seeds = list(range(first, first + args.seeds))
+    scenario = load_scenario(args.scenario)
+    out = _out_dir(args, f"{scenario.name}-sweep")
+    first = args.seed if args.seed is not None else scenario.seed
+    seeds = range(first, first + args.seeds)
     result = sweep(args.scenario, grid, seeds, workers=args.workers, dask=args.dask,
                    check=not args.no_check)
-    with ReportDir(_out_dir(args, f"{result.scenario.name}-sweep")) as report:
+    with ReportDir(out) as report:
         text = sweep_outputs(result, report, charts=not args.no_charts)
         paths = report.commit()
     print(text)
@@ -445,6 +453,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario,
                              {"gateway.policy": args.policy} if args.policy else None)
     targets = [parse_target(t) for t in args.target]
+    out = _out_dir(args, f"{scenario.name}-plan")
     first = args.seed if args.seed is not None else scenario.seed
     word = "x" if args.vary == "traffic" else "keys="
 
@@ -455,7 +464,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     result = plan(scenario, targets, vary=args.vary, seeds=range(first, first + args.seeds),
                   max_factor=args.max_factor, max_keys=args.max_keys, tolerance=args.tolerance,
                   check=not args.no_check, on_point=show)
-    with ReportDir(_out_dir(args, f"{scenario.name}-plan")) as report:
+    with ReportDir(out) as report:
         text = plan_outputs(scenario, result, report, charts=not args.no_charts)
         paths = report.commit()
     print(text)

@@ -27,6 +27,7 @@ import simpy
 
 from omnillm_sim import gateway as gw
 from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.errors import OmniLLMError
 from omnillm_sim.pricing import catalogue
 from omnillm_sim.sim.checker import InvariantChecker
 from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample, Tally
@@ -318,6 +319,11 @@ class _Run:
                 step()
             except simpy.core.EmptySchedule:
                 break
+            except OmniLLMError as exc:
+                # SimPy re-raises a process's exception as a copy whose cause is the original:
+                # surface the original (its traceback points at the bad row, not at SimPy).
+                original = exc.__cause__
+                raise (original if type(original) is type(exc) else exc) from None
             events += 1
             if checker is not None:
                 checker.check(events, env.now)

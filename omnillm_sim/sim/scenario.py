@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -346,6 +347,24 @@ def _string(choices: tuple[str, ...] = ()) -> Callable[[object], str]:
     return parse
 
 
+NAME_MAX_LENGTH = 100
+NAME_EXPECTED = (
+    f"a label of at most {NAME_MAX_LENGTH} characters with no path separator, no '..', no "
+    "control character, not starting with '.' (the name becomes the folder reports/<name>)"
+)
+
+
+def _label(value: object) -> str:
+    """A scenario name: a label that is also a safe single folder name (never a path)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX_LENGTH:
+        raise ValueError(value)
+    if value.startswith(".") or "/" in value or "\\" in value or ".." in value:
+        raise ValueError(value)
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise ValueError(value)
+    return value
+
+
 def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
     def wrapped(value: object) -> T | None:
         if value == "none":
@@ -636,7 +655,7 @@ def scenario_from_dict(
 
     faults = _read_faults(root, [label for spec in keys for label in spec.labels()])
     scenario = Scenario(
-        name=root.get("name", _string(), "a non-empty string", name),
+        name=root.get("name", _label, NAME_EXPECTED, "") or _default_name(source, name),
         source=source,
         question=question,
         description=root.get("description", _string(), "a non-empty string", ""),
@@ -658,6 +677,14 @@ def scenario_from_dict(
     )
     root.finish()
     return scenario
+
+
+def _default_name(source: str, name: str) -> str:
+    try:
+        return _label(name)
+    except ValueError:
+        raise ScenarioError(source, "name", NAME_EXPECTED + "; the file name does not give "
+                            "one, so set name = \"...\"", name) from None
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: object, source: str) -> None:
