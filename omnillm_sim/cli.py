@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -593,27 +595,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every clean-up (staging folders, workers) runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omnillm-sim`` console script; returns the exit status.
 
     Errors of ours (bad scenario, unknown model, ...) print one line to stderr and exit 2.
+    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal), after the same clean-up: pending
+    work cancelled, workers stopped, no half-written report.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = SUBCOMMANDS[args.command][2]
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args)
     except OmniLLMError as exc:
         print(f"omnillm-sim {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"omnillm-sim {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except RecursionError:
+        print(f"omnillm-sim {args.command}: error: input nested too deeply to read",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        word = "terminated" if terminated else "interrupted"
+        print(f"omnillm-sim {args.command}: {word}; no report was left half-written",
+              file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # Output piped into `head` and the reader left: not an error of ours. Point stdout at
         # devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
