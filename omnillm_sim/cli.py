@@ -281,15 +281,23 @@ def _add_replay(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    import tomllib
 
     from omnillm_sim.errors import ConfigError
     from omnillm_sim.report.writer import write_run_report
-    from omnillm_sim.sim.scenario import _leading_comment, scenario_from_dict
+    from omnillm_sim.sim.scenario import (
+        SPEED_RANGE,
+        _leading_comment,
+        parse_toml,
+        read_text_file,
+        scenario_from_dict,
+    )
     from omnillm_sim.sim.traces import read_trace
 
-    if not args.speed > 0:
-        raise ConfigError("--speed", args.speed, "must be > 0")
+    low, high = SPEED_RANGE
+    if not low <= args.speed <= high:
+        raise ConfigError("--speed", args.speed, f"must be in [{low:g}, {high:g}]")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit", args.limit, "must be >= 1")
     columns = {}
     for item in args.column:
         field, sep, name = item.partition("=")
@@ -307,12 +315,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     base, source, question = Path.cwd(), "<replay>", ""
     if args.scenario:
         path = Path(args.scenario)
-        try:
-            text = path.read_text(encoding="utf-8")
-            data = tomllib.loads(text)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError("--scenario", args.scenario, f"is not a readable TOML file: {exc}"
-                              ) from None
+        text = read_text_file(path, "a readable scenario file")
+        data = parse_toml(text, str(path))
         base, source, question = path.parent.resolve(), str(path), _leading_comment(text)
     spec: dict[str, Any] = {"path": str(trace), "format": args.format, "speed": args.speed,
                             "time_unit": args.time_unit}

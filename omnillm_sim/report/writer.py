@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -94,15 +95,28 @@ def check_out_dir(out: Path, *, option: str = "--out") -> None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold back SIGINT and SIGTERM (delivered on exit) while a commit moves files."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
-        yield
+    """Hold back SIGINT and SIGTERM while a commit moves files; deliver them afterwards.
+
+    Python runs signal handlers in the main thread only, so swapping the handlers there is
+    enough (a mask would cover one thread, and the process may have others).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # KeyboardInterrupt is never raised in another thread
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    previous = {signum: signal.signal(signum, hold) for signum in wanted}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 _RENAME_EXCHANGE = 2
