@@ -448,6 +448,8 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
+    import math
+
     from omnillm_sim.errors import ConfigError
     from omnillm_sim.report.tables import plan_outputs
     from omnillm_sim.report.writer import ReportDir
@@ -456,8 +458,15 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
+    if not (math.isfinite(args.tolerance) and 0 < args.tolerance < 1):
+        raise ConfigError("--tolerance", args.tolerance, "must be a fraction in (0, 1)")
+    if not (math.isfinite(args.max_factor) and args.max_factor >= 1):
+        raise ConfigError("--max-factor", args.max_factor, "must be a finite number >= 1")
     scenario = load_scenario(args.scenario,
                              {"gateway.policy": args.policy} if args.policy else None)
+    if not 1 <= args.max_keys <= scenario.limits.keys:
+        raise ConfigError("--max-keys", args.max_keys, f"must be in [1, {scenario.limits.keys:,}]"
+                          " (the scenario's limits.keys)")
     targets = [parse_target(t) for t in args.target]
     out = _out_dir(args, f"{scenario.name}-plan")
     first = args.seed if args.seed is not None else scenario.seed
@@ -481,7 +490,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 # -- validate ---------------------------------------------------------------------------------
 
 _VALIDATE_HELP = """\
-Check scenario files (every key, value and trace header) without running them.
+Check scenario files without running them: every key, value and limit, the gateway and price
+settings, every model a request could name, and every row of a trace (values and order).
 
 examples:
   omnillm-sim validate scenarios/*.toml
@@ -495,24 +505,24 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
 
 def _run_validate(args: argparse.Namespace) -> int:
     from omnillm_sim.money import format_usd
+    from omnillm_sim.sim.preflight import preflight
     from omnillm_sim.sim.scenario import load_scenario
-    from omnillm_sim.sim.traces import read_trace
 
     failed = 0
     for path in args.scenarios:
         try:
             sc = load_scenario(path)
-            if sc.workload.trace is not None:
-                t = sc.workload.trace
-                next(iter(read_trace(t.path, t.format, columns=dict(t.columns),
-                                     time_unit=t.time_unit)), None)
+            found = preflight(sc)
         except OmniLLMError as exc:
             failed += 1
             print(f"FAIL {exc}")
             continue
         limit = "unlimited" if sc.budget.limit is None else format_usd(sc.budget.limit)
+        rows = "" if found.trace_rows is None else (
+            f", trace of {found.trace_rows:,} rows ({found.replayed_rows:,} within the run)")
         print(f"ok   {path}: {sc.workload.kind} workload, {len(sc.key_labels())} keys, "
-              f"policy {sc.gateway.policy}, budget {limit}")
+              f"policy {sc.gateway.policy}, budget {limit}, models {', '.join(found.models)}"
+              f"{rows}")
     return 2 if failed else 0
 
 
@@ -542,15 +552,26 @@ def _add_ledger(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_ledger(args: argparse.Namespace) -> int:
-    import os
+    import sqlite3
 
     from omnillm_sim.errors import ConfigError
     from omnillm_sim.ledger import Ledger
-    from omnillm_sim.money import format_usd
 
     if not os.path.exists(args.path):
         raise ConfigError("ledger", args.path, "does not exist")
-    with Ledger(args.path, owner="omnillm-sim ledger") as ledger:
+    if args.reclaim and not os.access(args.path, os.W_OK):
+        raise ConfigError("--reclaim", args.path, "needs write access, and the file is read-only")
+    try:
+        return _show_ledger(args, Ledger(args.path, owner="omnillm-sim ledger"))
+    except sqlite3.DatabaseError as exc:  # a damaged file: SQLite stops before our own checks
+        raise ConfigError("ledger", args.path, f"cannot be read ({exc}); "
+                          "it is damaged, or not a ledger") from None
+
+
+def _show_ledger(args: argparse.Namespace, ledger: Any) -> int:
+    from omnillm_sim.money import format_usd
+
+    with ledger:
         if args.reclaim:
             owner = None if args.reclaim == "all" else args.reclaim
             ended = ledger.reclaim(owner=owner, charge=not args.release)
@@ -624,10 +645,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except OmniLLMError as exc:
         print(f"omnillm-sim {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except RecursionError:
-        print(f"omnillm-sim {args.command}: error: input nested too deeply to read",
-              file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
