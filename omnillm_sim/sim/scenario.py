@@ -81,7 +81,7 @@ class LimitsSpec:
     one endless line, like /dev/zero, stops there). Raise one with ``--set limits.keys=50000``.
     """
 
-    keys: int = 10_000
+    keys: int = 2_000
     samples: int = 100_000
     arrivals: int = 5_000_000
     line_length: int = 1 << 20  # characters (1 Mi)
