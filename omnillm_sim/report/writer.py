@@ -5,14 +5,16 @@ Every file of a report is first written into a hidden staging folder next to the
 one atomic step: a rename when ``reports/steady`` does not exist yet, otherwise an atomic
 exchange of the two folders (Linux ``renameat2(RENAME_EXCHANGE)``), after which entries of the
 old folder that the new report does not replace (another report's sub-folder, say) are moved
-across and the old folder is deleted. So a reader, a crash or Ctrl-C sees the old report or the
-new one, never a new ``summary.json`` beside an old ``summary.md``.
+across and the old folder is deleted. So a reader, a crash or Ctrl-C sees the old report or
+the new one, never a new ``summary.json`` beside an old ``summary.md``. Only folders this
+module created are exchanged (they hold the empty file `MARKER`); a folder the user made, such
+as ``--out .``, keeps its identity.
 
-Where no exchange exists (other systems, some file systems, or a destination whose parent is
-not writable), the files are moved one by one with ``os.replace`` while SIGINT and SIGTERM are
-held back, so an interruption still cannot fall between two of them. If anything fails before
-the commit (an error, or Ctrl-C while the charts render) the staging folder is deleted and the
-previous report stays as it was.
+Where no exchange exists or is allowed (other systems, some file systems, a destination whose
+parent is not writable, a folder without the marker), the files are moved one by one with
+``os.replace`` while SIGINT and SIGTERM are held back, so an interruption still cannot fall
+between two of them. If anything fails before the commit (an error, or Ctrl-C while the charts
+render) the staging folder is deleted and the previous report stays as it was.
 
 `check_out_dir` tells before a run whether a report could be written at all.
 """
@@ -119,6 +121,16 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(number)
 
 
+MARKER = ".omnillm-sim-report"
+"""Empty file in every report folder this module created: only those are ever exchanged."""
+
+
+def _holds_cwd(folder: Path) -> bool:
+    cwd = Path.cwd().resolve()
+    resolved = folder.resolve()
+    return resolved == cwd or resolved in cwd.parents
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -191,16 +203,26 @@ class ReportDir:
         return [self.out / name for name in self.names]
 
     def _swap(self, staging: Path, target: Path) -> bool:
-        """Rename or exchange the staged folder into ``target``; False if neither is possible."""
+        """Rename or exchange the staged folder into ``target``; False if it must not be.
+
+        Only a folder this module created (it holds `MARKER`) is ever exchanged, and never the
+        working directory or one above it: ``--out .`` or ``--out ~`` keep their folder.
+        """
+        (staging / MARKER).touch()
+        exists = os.path.lexists(target)
+        if exists and (not (target / MARKER).is_file() or _holds_cwd(target)):
+            return False
         mask = os.umask(0)
         os.umask(mask)
-        mode = target.stat().st_mode & 0o7777 if target.is_dir() else 0o777 & ~mask
+        mode = target.stat().st_mode & 0o7777 if exists else 0o777 & ~mask
         os.chmod(staging, mode)
-        try:
-            os.rename(staging, target)  # atomic; also replaces an empty folder
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+        if not exists:
+            try:
+                os.rename(staging, target)  # atomic
+                return True
+            except OSError as exc:  # created meanwhile by someone else: leave it be
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return False
                 raise
         if not _exchange(staging, target):
             return False

@@ -258,6 +258,10 @@ CASES += [
     Case("dask-nothing-listening",
          ("sweep", "s.toml", "--grid", "seed=1,2", "--dask", "tcp://127.0.0.1:1", "--out", "out"),
          ("--dask", "tcp://127.0.0.1:1", "not a reachable"), {"s.toml": GOOD}),
+    Case("sweep-error-in-a-worker-process",
+         ("sweep", "s.toml", "--grid", "requests.model=gpt-4o,no-such-model", "--workers", "2",
+          "--out", "out"), ("no-such-model", "price table"),
+         {"s.toml": GOOD + '[prices]\nfallback = "none"\n'}),
     # -- CLI option checks
     Case("set-without-equals", ("run", "s.toml", "--set", "duration"), ("--set", "'duration'"),
          {"s.toml": GOOD}),

@@ -21,7 +21,8 @@ def _write(out: Path, tag: str, names: tuple[str, ...] = ("summary.json", "summa
 
 
 def _contents(out: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in out.iterdir() if p.is_file()}
+    return {p.name: p.read_text() for p in out.iterdir()
+            if p.is_file() and p.name != writer.MARKER}
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "file-by-file"])
@@ -42,6 +43,8 @@ def test_ctrl_c_during_the_commit_waits_until_the_whole_report_is_in_place(
 
     monkeypatch.setattr(os, "rename", ctrl_c_first(real_rename))
     monkeypatch.setattr(os, "replace", ctrl_c_first(real_replace))
+    if exchange:
+        monkeypatch.setattr(writer, "_exchange", ctrl_c_first(writer._exchange))
     with pytest.raises(KeyboardInterrupt):
         _write(out, "new")
     monkeypatch.undo()
@@ -57,6 +60,31 @@ def test_commit_keeps_what_the_new_report_does_not_replace(tmp_path: Path) -> No
     assert _contents(out) == {"summary.json": "new summary.json", "summary.md": "new summary.md",
                               "keys.png": "old keys.png"}
     assert _contents(out / "plan") == {"plan.md": "plan plan.md"}
+
+
+def test_a_folder_the_user_made_keeps_its_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    monkeypatch.chdir(home)
+    inode = home.stat().st_ino
+    _write(Path("."), "first")
+    _write(Path("."), "second")
+    assert home.stat().st_ino == inode  # not swapped: the shell's cwd stays valid
+    assert _contents(home) == {"notes.txt": "mine", "summary.json": "second summary.json",
+                               "summary.md": "second summary.md"}
+    assert not (home / writer.MARKER).exists()
+
+
+def test_a_report_folder_is_swapped_whole(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    _write(out, "old")
+    inode = out.stat().st_ino
+    _write(out, "new")
+    assert out.stat().st_ino != inode  # one exchange, not file-by-file
+    assert _contents(out) == {"summary.json": "new summary.json", "summary.md": "new summary.md"}
 
 
 def test_a_symlinked_report_folder_stays_a_symlink(tmp_path: Path) -> None:
