@@ -454,7 +454,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     from omnillm_sim.report.tables import plan_outputs
     from omnillm_sim.report.writer import ReportDir
     from omnillm_sim.sim.plan import parse_target, plan
-    from omnillm_sim.sim.scenario import load_scenario
+    from omnillm_sim.sim.scenario import expected_arrivals, load_scenario
 
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
@@ -464,6 +464,11 @@ def _run_plan(args: argparse.Namespace) -> int:
         raise ConfigError("--max-factor", args.max_factor, "must be a finite number >= 1")
     scenario = load_scenario(args.scenario,
                              {"gateway.policy": args.policy} if args.policy else None)
+    biggest = expected_arrivals(scenario) * (args.max_factor if args.vary == "traffic" else 1)
+    if biggest > scenario.limits.arrivals:
+        raise ConfigError("--max-factor", args.max_factor,
+                          f"would simulate about {biggest:,.0f} requests at the largest factor, "
+                          f"over the scenario's limits.arrivals ({scenario.limits.arrivals:,})")
     if not 1 <= args.max_keys <= scenario.limits.keys:
         raise ConfigError("--max-keys", args.max_keys, f"must be in [1, {scenario.limits.keys:,}]"
                           " (the scenario's limits.keys)")

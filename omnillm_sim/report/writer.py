@@ -46,6 +46,7 @@ from omnillm_sim.report.summary import (
 from omnillm_sim.sim.metrics import RunResult
 
 __all__ = [
+    "MARKER",
     "ReportDir",
     "atomic_write",
     "check_out_dir",

@@ -803,8 +803,8 @@ def _check_sizes(scenario: Scenario, source: str) -> None:
         got = "unbounded (think_time 0)" if math.isinf(arrivals) else f"about {arrivals:,.0f}"
         raise ScenarioError(
             source, "workload",
-            f"at most {limits.arrivals:,} expected requests (rate x duration, or max_requests; "
-            "raise limits.arrivals for more)", got)
+            f"a workload of at most {limits.arrivals:,} requests (rate x duration, or "
+            "max_requests; raise limits.arrivals for more)", got)
 
 
 def _default_name(source: str, name: str) -> str:

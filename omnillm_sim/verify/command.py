@@ -128,6 +128,8 @@ def _explore(args: argparse.Namespace) -> int:
     from omnillm_sim.verify.tracker_models import load_model
 
     positive_int("clients", args.clients, source="--clients")
+    if args.schedule is not None:
+        _check_schedule_size(args.schedule)
     model = load_model(
         args.model,
         args.clients,
@@ -140,7 +142,6 @@ def _explore(args: argparse.Namespace) -> int:
     print(f"  {model.clients} threads; {model.parameters}")
 
     if args.schedule is not None:
-        _check_schedule_size(args.schedule)
         execution = replay(model, args.schedule)
         print(f"replay of schedule {args.schedule}:")
         print(render_trace(model, execution))
