@@ -84,8 +84,8 @@ def _ledger(limit: int = 1_000_000) -> Callable[[Path], None]:
         from omnillm_sim.ledger import Ledger
 
         with Ledger(work / "l.sqlite", limit=limit) as ledger:
-            for i in range(200):
-                ledger.reserve(10, label=f"call {i} " + "x" * 200).settle(5)
+            for i in range(40):  # about 10 pages of entries
+                ledger.reserve(10, label=f"call {i} " + "x" * 1000).settle(5)
     return make
 
 

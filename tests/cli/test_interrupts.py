@@ -56,7 +56,14 @@ def _previous_report(out: Path) -> dict[str, bytes]:
 def _start(tmp_path: Path, *argv: str) -> subprocess.Popen[str]:
     (tmp_path / "long.toml").write_text(LONG)
     return subprocess.Popen([SCRIPT, *argv], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # An ignored SIGINT is inherited (pytest-xdist workers ignore it, as do background jobs of
+    # a shell); a user at a terminal has the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_until(proc: subprocess.Popen[str], busy: callable) -> None:  # type: ignore[valid-type]

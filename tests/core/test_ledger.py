@@ -145,8 +145,8 @@ def test_a_tampered_limit_is_refused(tmp_path: Path, stored: str) -> None:
 def test_check_reports_a_corrupted_page_as_an_integrity_violation(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     with Ledger(path, limit=10**6) as ledger:
-        for i in range(200):
-            ledger.reserve(10, label="x" * 200 + str(i)).settle(5)
+        for i in range(40):  # about 10 pages of entries
+            ledger.reserve(10, label="x" * 1000 + str(i)).settle(5)
     data = bytearray(path.read_bytes())
     data[3 * 4096: 3 * 4096 + 512] = b"\xa5" * 512  # a page of the entries table
     path.write_bytes(bytes(data))

@@ -31,6 +31,7 @@ def test_ctrl_c_during_the_commit_waits_until_the_whole_report_is_in_place(
 ) -> None:
     out = tmp_path / "r"
     _write(out, "old")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist ignores it
     if not exchange:
         monkeypatch.setattr(writer, "_exchange", lambda a, b: False)
     real_rename, real_replace = os.rename, os.replace
@@ -45,9 +46,12 @@ def test_ctrl_c_during_the_commit_waits_until_the_whole_report_is_in_place(
     monkeypatch.setattr(os, "replace", ctrl_c_first(real_replace))
     if exchange:
         monkeypatch.setattr(writer, "_exchange", ctrl_c_first(writer._exchange))
-    with pytest.raises(KeyboardInterrupt):
-        _write(out, "new")
-    monkeypatch.undo()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _write(out, "new")
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGINT, previous)
     assert _contents(out) == {"summary.json": "new summary.json", "summary.md": "new summary.md"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no staging folder left
 
