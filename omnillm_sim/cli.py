@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,7 +130,12 @@ def _overrides(args: argparse.Namespace, **extra: object) -> dict[str, object]:
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
-    return Path(args.out) if args.out else Path("reports") / name
+    """The report folder, checked before any simulation (a run must not end in a traceback)."""
+    from omnillm_sim.report.writer import check_out_dir
+
+    out = Path(args.out) if args.out else Path("reports") / name
+    check_out_dir(out, option="--out" if args.out else "output folder")
+    return out
 
 
 def _progress(label: str) -> Any:
@@ -237,13 +244,14 @@ def _run_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, _overrides(args, gateway__policy=args.policy))
     seeds = _seed_list(args, scenario)
     args.seed = seeds[0]
+    out = _out_dir(args, scenario.name)
     result = _run_one(scenario, args)
     _print_result(result)
     replicas = _replicas(scenario, args, seeds)
     if replicas:
         _print_intervals(f"over {len(seeds)} seeds", metric_intervals(
             [r.metrics for r in (result, *replicas)], args.confidence))
-    _print_written(write_run_report(result, _out_dir(args, scenario.name),
+    _print_written(write_run_report(result, out,
                                     charts=not args.no_charts, replicas=replicas,
                                     confidence=args.confidence))
     return 0
@@ -334,10 +342,12 @@ def _run_compare(args: argparse.Namespace) -> int:
     what_ifs = _what_ifs(args.what_if)
     policies = args.policy or ([] if what_ifs else ["omnillm-0.1.5", "safe"])
     variants = [(p, {"gateway.policy": p}) for p in policies] + what_ifs
+    scenarios = [load_scenario(args.scenario, {**_overrides(args), **changes})
+                 for _, changes in variants]
+    out = _out_dir(args, f"{scenarios[0].name}-compare")  # checked before any run
     results, replicas = [], []
     seeds: list[int] = []
-    for label, changes in variants:
-        scenario = load_scenario(args.scenario, {**_overrides(args), **changes})
+    for (label, _), scenario in zip(variants, scenarios, strict=True):
         seeds = seeds or _seed_list(args, scenario)
         args.seed = seeds[0]
         results.append(_labelled(_run_one(scenario, args), label))
@@ -354,7 +364,6 @@ def _run_compare(args: argparse.Namespace) -> int:
             _print_intervals(f"{result.policy} - {results[0].policy} (paired, "
                              f"{len(seeds)} seeds)", diff)
     observed = _observed_totals(results[0].scenario)
-    out = _out_dir(args, f"{results[0].scenario.name}-compare")
     _print_written(write_compare_report(results, out, charts=not args.no_charts,
                                         observed=observed,
                                         replicas=replicas if len(seeds) > 1 else (),
@@ -413,16 +422,25 @@ def _add_replay(parser: argparse.ArgumentParser) -> None:
 
 def _run_replay(args: argparse.Namespace) -> int:
     import copy
-    import tomllib
 
     from omnillm_sim.errors import ConfigError
     from omnillm_sim.report.writer import write_compare_report, write_run_report
     from omnillm_sim.sim.importers import in_start_order, is_observed, read_observed
-    from omnillm_sim.sim.scenario import _leading_comment, _set_path, scenario_from_dict
+    from omnillm_sim.sim.scenario import (
+        SPEED_RANGE,
+        _leading_comment,
+        _set_path,
+        parse_toml,
+        read_text_file,
+        scenario_from_dict,
+    )
     from omnillm_sim.sim.traces import read_trace
 
-    if not args.speed > 0:
-        raise ConfigError("--speed", args.speed, "must be > 0")
+    low, high = SPEED_RANGE
+    if not low <= args.speed <= high:
+        raise ConfigError("--speed", args.speed, f"must be in [{low:g}, {high:g}]")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit", args.limit, "must be >= 1")
     columns = {}
     for item in args.column:
         field, sep, name = item.partition("=")
@@ -450,12 +468,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     base, source, question = Path.cwd(), "<replay>", ""
     if args.scenario:
         path = Path(args.scenario)
-        try:
-            text = path.read_text(encoding="utf-8")
-            data = tomllib.loads(text)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError("--scenario", args.scenario, f"is not a readable TOML file: {exc}"
-                              ) from None
+        text = read_text_file(path, "a readable scenario file")
+        data = parse_toml(text, str(path))
         base, source, question = path.parent.resolve(), str(path), _leading_comment(text)
     spec: dict[str, Any] = {"path": str(trace), "format": args.format, "speed": args.speed,
                             "time_unit": args.time_unit}
@@ -471,6 +485,8 @@ def _run_replay(args: argparse.Namespace) -> int:
         _set_path(data, key, value, "--set")
     what_ifs = _what_ifs(args.what_if)
     variants = [(p, {"gateway.policy": p}) for p in args.policy or []] + what_ifs
+    out_name = trace.stem if len(variants) <= 1 else f"{trace.stem}-compare"
+    out = _out_dir(args, out_name)  # checked before any run
     results = []
     for label, changes in variants or [("", {})]:
         variant = copy.deepcopy(data)
@@ -483,10 +499,10 @@ def _run_replay(args: argparse.Namespace) -> int:
         _print_result(results[-1])
     observed = _observed_totals(results[0].scenario)
     if len(results) == 1:
-        paths = write_run_report(results[0], _out_dir(args, trace.stem),
+        paths = write_run_report(results[0], out,
                                  charts=not args.no_charts, observed=observed)
     else:
-        paths = write_compare_report(results, _out_dir(args, f"{trace.stem}-compare"),
+        paths = write_compare_report(results, out,
                                      charts=not args.no_charts, observed=observed)
     if observed is not None:
         from omnillm_sim.money import format_usd
@@ -553,11 +569,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
     grid = _parse_grid(args.grid)
-    first = args.seed if args.seed is not None else load_scenario(args.scenario).seed
-    seeds = list(range(first, first + args.seeds))
+    scenario = load_scenario(args.scenario)
+    out = _out_dir(args, f"{scenario.name}-sweep")
+    first = args.seed if args.seed is not None else scenario.seed
+    seeds = range(first, first + args.seeds)
     result = sweep(args.scenario, grid, seeds, workers=args.workers, dask=args.dask,
                    check=not args.no_check)
-    with ReportDir(_out_dir(args, f"{result.scenario.name}-sweep")) as report:
+    with ReportDir(out) as report:
         text = sweep_outputs(result, report, charts=not args.no_charts)
         paths = report.commit()
     print(text)
@@ -618,19 +636,34 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
+    import math
+
     from omnillm_sim.errors import ConfigError
     from omnillm_sim.report.tables import plan_outputs
     from omnillm_sim.report.writer import ReportDir
     from omnillm_sim.sim.plan import parse_target, plan
-    from omnillm_sim.sim.scenario import load_scenario
+    from omnillm_sim.sim.scenario import expected_arrivals, load_scenario
 
     if args.seeds is None:
         args.seeds = 1 if args.worst_seed else 3
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "must be >= 1")
+    if not (math.isfinite(args.tolerance) and 0 < args.tolerance < 1):
+        raise ConfigError("--tolerance", args.tolerance, "must be a fraction in (0, 1)")
+    if not (math.isfinite(args.max_factor) and args.max_factor >= 1):
+        raise ConfigError("--max-factor", args.max_factor, "must be a finite number >= 1")
     scenario = load_scenario(args.scenario,
                              {"gateway.policy": args.policy} if args.policy else None)
+    biggest = expected_arrivals(scenario) * (args.max_factor if args.vary == "traffic" else 1)
+    if biggest > scenario.limits.arrivals:
+        raise ConfigError("--max-factor", args.max_factor,
+                          f"would simulate about {biggest:,.0f} requests at the largest factor, "
+                          f"over the scenario's limits.arrivals ({scenario.limits.arrivals:,})")
+    if not 1 <= args.max_keys <= scenario.limits.keys:
+        raise ConfigError("--max-keys", args.max_keys, f"must be in [1, {scenario.limits.keys:,}]"
+                          " (the scenario's limits.keys)")
     targets = [parse_target(t) for t in args.target]
+    out = _out_dir(args, f"{scenario.name}-plan")
     first = args.seed if args.seed is not None else scenario.seed
     word = "x" if args.vary == "traffic" else "keys="
 
@@ -651,7 +684,7 @@ def _run_plan(args: argparse.Namespace) -> int:
                   check=not args.no_check, on_point=show,
                   confidence=None if args.worst_seed else args.confidence,
                   max_seeds=max(args.max_seeds, args.seeds), on_detail=detail)
-    with ReportDir(_out_dir(args, f"{scenario.name}-plan")) as report:
+    with ReportDir(out) as report:
         text = plan_outputs(scenario, result, report, charts=not args.no_charts)
         paths = report.commit()
     print(text)
@@ -662,7 +695,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 # -- validate ---------------------------------------------------------------------------------
 
 _VALIDATE_HELP = """\
-Check scenario files (every key, value and trace header) without running them.
+Check scenario files without running them: every key, value and limit, the gateway and price
+settings, every model a request could name, and every row of a trace (values and order).
 
 examples:
   omnillm-sim validate scenarios/*.toml
@@ -676,26 +710,24 @@ def _add_validate(parser: argparse.ArgumentParser) -> None:
 
 def _run_validate(args: argparse.Namespace) -> int:
     from omnillm_sim.money import format_usd
-    from omnillm_sim.sim.importers import is_observed, read_observed
+    from omnillm_sim.sim.preflight import preflight
     from omnillm_sim.sim.scenario import load_scenario
-    from omnillm_sim.sim.traces import read_trace
 
     failed = 0
     for path in args.scenarios:
         try:
             sc = load_scenario(path)
-            if sc.workload.trace is not None:
-                t = sc.workload.trace
-                reader = read_observed if is_observed(t.format, dict(t.columns)) else read_trace
-                next(iter(reader(t.path, t.format, columns=dict(t.columns),
-                                 time_unit=t.time_unit)), None)
+            found = preflight(sc)
         except OmniLLMError as exc:
             failed += 1
             print(f"FAIL {exc}")
             continue
         limit = "unlimited" if sc.budget.limit is None else format_usd(sc.budget.limit)
+        rows = "" if found.trace_rows is None else (
+            f", trace of {found.trace_rows:,} rows ({found.replayed_rows:,} within the run)")
         print(f"ok   {path}: {sc.workload.kind} workload, {len(sc.key_labels())} keys, "
-              f"policy {sc.gateway.policy}, budget {limit}")
+              f"policy {sc.gateway.policy}, budget {limit}, models {', '.join(found.models)}"
+              f"{rows}")
     return 2 if failed else 0
 
 
@@ -725,15 +757,26 @@ def _add_ledger(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_ledger(args: argparse.Namespace) -> int:
-    import os
+    import sqlite3
 
     from omnillm_sim.errors import ConfigError
     from omnillm_sim.ledger import Ledger
-    from omnillm_sim.money import format_usd
 
     if not os.path.exists(args.path):
         raise ConfigError("ledger", args.path, "does not exist")
-    with Ledger(args.path, owner="omnillm-sim ledger") as ledger:
+    if args.reclaim and not os.access(args.path, os.W_OK):
+        raise ConfigError("--reclaim", args.path, "needs write access, and the file is read-only")
+    try:
+        return _show_ledger(args, Ledger(args.path, owner="omnillm-sim ledger"))
+    except sqlite3.DatabaseError as exc:  # a damaged file: SQLite stops before our own checks
+        raise ConfigError("ledger", args.path, f"cannot be read ({exc}); "
+                          "it is damaged, or not a ledger") from None
+
+
+def _show_ledger(args: argparse.Namespace, ledger: Any) -> int:
+    from omnillm_sim.money import format_usd
+
+    with ledger:
         if args.reclaim:
             owner = None if args.reclaim == "all" else args.reclaim
             ended = ledger.reclaim(owner=owner, charge=not args.release)
@@ -782,27 +825,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every clean-up (staging folders, workers) runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omnillm-sim`` console script; returns the exit status.
 
     Errors of ours (bad scenario, unknown model, ...) print one line to stderr and exit 2.
+    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal), after the same clean-up: pending
+    work cancelled, workers stopped, no half-written report.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = SUBCOMMANDS[args.command][2]
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args)
     except OmniLLMError as exc:
         print(f"omnillm-sim {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"omnillm-sim {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        word = "terminated" if terminated else "interrupted"
+        print(f"omnillm-sim {args.command}: {word}; no report was left half-written",
+              file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # Output piped into `head` and the reader left: not an error of ours. Point stdout at
         # devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import simpy
 
 from omnillm_sim import gateway as gw
 from omnillm_sim.budget import BudgetTracker, SeedBudgetTracker
-from omnillm_sim.errors import TraceError
+from omnillm_sim.errors import OmniLLMError, TraceError
 from omnillm_sim.money import format_usd
 from omnillm_sim.policy import get_policy
 from omnillm_sim.pricing import Usage, catalogue
@@ -445,6 +445,11 @@ class _Run:
                 step()
             except simpy.core.EmptySchedule:
                 break
+            except OmniLLMError as exc:
+                # SimPy re-raises a process's exception as a copy whose cause is the original:
+                # surface the original (its traceback points at the bad row, not at SimPy).
+                original = exc.__cause__
+                raise (original if type(original) is type(exc) else exc) from None
             events += 1
             if checker is not None:
                 checker.check(events, env.now)

@@ -14,6 +14,7 @@ import pytest
 from simhelpers import PROJECT, SCENARIOS
 
 from omnillm_sim.cli import SUBCOMMANDS, build_parser, main
+from omnillm_sim.report.writer import MARKER
 from omnillm_sim.sim.progress import ProgressBar
 
 CLI = [sys.executable, "-m", "omnillm_sim.cli"]
@@ -45,7 +46,7 @@ def test_demo_from_a_fresh_checkout_writes_summary_and_charts(tmp_path: Path) ->
                           capture_output=True, text=True, check=True,
                           env={**os.environ, "MPLBACKEND": ""})
     out = tmp_path / "reports" / "steady"
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER) == [
         "keys.png", "latency_cdf.png", "rejections.png", "spend.png", "summary.json",
         "summary.md"]
     assert "report: reports/steady/summary.md (+ 4 charts)" in proc.stdout
