@@ -48,10 +48,9 @@ def preflight(scenario: Scenario) -> Preflight:
         mapping = dict(spec.models)
         rows = replayed = 0
         origin: float | None = None
-        for obs in in_start_order(read_observed(spec.path, spec.format,
-                                                columns=dict(spec.columns),
-                                                time_unit=spec.time_unit), str(spec.path)):
-            rows += 1
+        logged = in_start_order(read_observed(spec.path, spec.format, columns=dict(spec.columns),
+                                              time_unit=spec.time_unit), str(spec.path))
+        for rows, obs in enumerate(logged, start=1):
             origin = obs.start if origin is None else origin
             if (obs.start - origin) / spec.speed < scenario.duration and (
                     spec.limit is None or rows <= spec.limit):
