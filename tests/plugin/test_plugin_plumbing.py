@@ -278,8 +278,9 @@ def test_a_request_through_two_wrappers_is_recorded_once(
         assert intercept.verify() == []  # wrapped once; the check is now quiet
         with lib.Client() as client:
             client.post(llm.url + "/v1/chat/completions", json=BODY)
-            client.post(llm.url + "/v1/chat/completions", json={"messages": MSG})  # no model
+            with pytest.raises(LLMBudgetExceeded, match="no model"):  # fails closed
+                client.post(llm.url + "/v1/chat/completions", json={"messages": MSG})
     finally:
         cls._send_single_request = ours
-    assert [r.status for r in harness.records] == ["ok", "unpriced"]
-    assert harness.test.tracker.stats().spent == 20 and len(llm.received) == 2
+    assert [r.status for r in harness.records] == ["ok", "refused"]
+    assert harness.test.tracker.stats().spent == 20 and len(llm.received) == 1
