@@ -333,6 +333,7 @@ class _Sweep:
         self.ret_pos = [len(self.rets)] * n  # never returned: after every return
         for pos, i in enumerate(self.rets):
             self.ret_pos[i] = pos
+        self.by_key: dict[object, list[int]] | None = None  # operations by reservation
         self.searched = 0  # operations handed to the general search
         self.states = 0
 
@@ -571,8 +572,13 @@ class _Sweep:
                             placed[i] = 1
                             order.append(i)
                 if not ok:
-                    # Stuck. First re-decide the last few returns from the sweep's own state
-                    # (cheap; finds a witness when the greedy choice was the problem).
+                    # Stuck. Its reservation alone may already be impossible (whether it is
+                    # open depends only on the calls with its rid): a cheap, exact refutation.
+                    refuted = self._refute_by_reservation(i)
+                    if refuted is not None:
+                        return refuted
+                    # Then re-decide the last few returns from the sweep's own state (cheap;
+                    # finds a witness when the greedy choice was the problem).
                     repaired = False
                     for back in _REPAIR_BACK:
                         repaired = repair(back)
@@ -616,6 +622,53 @@ class _Sweep:
         witness = tuple(ops[i] for i in order)
         return PartitionResult(
             self.budget, limit, n, True, "", witness, self.states + n, self.searched
+        )
+
+    def _refute_by_reservation(self, stuck: int) -> PartitionResult | None:
+        """Check the calls on ``stuck``'s reservation alone, with amounts ignored.
+
+        Whether a reservation is open depends only on its own reserve and ends, so if no order
+        of those explains their results, no order of the whole history does. Refused reserves
+        are left out (they open nothing); every reserve fits under an unbounded limit.
+        """
+        ops, key = self.ops, self.keys[stuck]
+        if self.ops[stuck].rid is None:
+            return None
+        if self.by_key is None:
+            self.by_key = {}
+            for i, k in enumerate(self.keys):
+                if self.kinds[i] != _REFUSE:
+                    self.by_key.setdefault(k, []).append(i)
+        mine = self.by_key.get(key, [])
+        unbounded = 1 << 62
+        witness, best, states = _search([ops[i] for i in mine], unbounded)
+        self.states += states
+        if witness is not None:
+            return None
+        assert best is not None
+        depth, prefix, _, at_open, failed, blocking = best
+        best = (
+            depth,
+            [mine[k] for k in prefix],
+            sum(at_open.values()),
+            at_open,
+            [(mine[k], u) for k, u in failed],
+            mine[blocking],
+        )
+        reason = _reason(ops, self.limit, self.budget, best).replace(
+            "The longest explainable prefix",
+            f"Already the {len(mine)} call(s) on reservation {ops[stuck].rid} alone have none "
+            "(whatever the amounts); their longest explainable prefix",
+            1,
+        )
+        refused = [op for op in ops if op.rid == ops[stuck].rid and op.op == "reserve"]
+        refused = [op for op in refused if op.result == "refused"]
+        if refused:
+            reason += "\nLeft out (a refusal opens nothing): " + "; ".join(
+                op.describe() for op in refused
+            )
+        return PartitionResult(
+            self.budget, self.limit, len(ops), False, reason, (), self.states, self.searched
         )
 
     def _search_window(
