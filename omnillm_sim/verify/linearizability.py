@@ -12,10 +12,16 @@ observed result when run on the sequential tracker model:
   ``rid`` ends), otherwise "error" (nothing changes); ``release(rid)`` is ``settle(rid, 0)``.
 
 Budgets are independent objects, so the history is checked per budget (linearizability is
-local: Herlihy & Wing 1990). The search is Wing & Gong's (1993) with Lowe's memoisation (2017):
+local: Herlihy & Wing 1990). Each budget's history is swept once in time order using the
+tracker's structure (`check_partition`): a reserve's result depends only on ``used`` at its
+linearization point, an end's only on whether its reservation is open (which depends only on
+the calls with its rid), and refusals and failed ends change nothing. Where the sweep's greedy
+choice gets stuck it re-decides a short stretch, and if that fails it refutes by reservation or
+falls back to the general search: Wing & Gong's (1993) with Lowe's memoisation (2017),
 depth-first over "which pending call takes effect next", never revisiting a set of linearized
-operations it has already explored. A pending operation (no response) may take effect at any
-time after its call, with whatever result the model gives, or never.
+operations it has already explored, from the last point where the state is known. A pending
+operation (no response) may take effect at any time after its call, with whatever result the
+model gives, or never.
 
 History file format (JSON lines, UTF-8): one object per line; blank lines and lines starting
 with ``#`` are ignored. A budget line declares a budget and its limit in micro-dollars; an
