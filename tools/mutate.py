@@ -38,6 +38,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,6 +69,15 @@ PRAGMA = "pragma: no mutate"
 SKIP_FUNCTIONS = {"__repr__", "__str__"}
 SKIP_TARGETS = {"__all__", "__slots__"}
 MESSAGE_KEYWORDS = {"name", "what", "source", "where", "msg", "message", "label"}
+# Calls whose string arguments only name a value in an error message.
+MESSAGE_CALLS = {
+    "InvalidValueError", "ConfigError", "ReservationStateError", "InvariantViolation",
+    "UnknownModelError", "BudgetExceeded", "_check_amount", "_amount", "check_micros",
+    "non_negative_int", "positive_int", "non_negative_float", "positive_float", "_config",
+    "_check_config",
+}  # fmt: skip
+# Decorator and call keywords that are not behaviour: ``slots=`` only changes memory layout.
+LAYOUT_KEYWORDS = {"slots"}
 
 _BINOP_SWAPS: dict[type[ast.operator], list[type[ast.operator]]] = {
     ast.Add: [ast.Sub],
@@ -144,9 +154,28 @@ def _annotate(tree: ast.AST) -> None:
         # name things in messages. The raise itself may still be deleted.
         if isinstance(node, ast.Raise | ast.JoinedStr):
             skip = True
-        if isinstance(node, ast.keyword) and node.arg in MESSAGE_KEYWORDS:
-            skip = True
-        # A statement that is only a string is documentation (attribute docstrings).
+        if isinstance(node, ast.keyword) and node.arg in MESSAGE_KEYWORDS | LAYOUT_KEYWORDS:
+            node._skip = skip = True  # type: ignore[attr-defined]
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if name in MESSAGE_CALLS:
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        arg._no_mutate = True  # type: ignore[attr-defined]
+        # Types: Literal["open", ...] names states for the type checker only.
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "Literal"
+        ):
+            node._skip = skip = True  # type: ignore[attr-defined]
+        # A Protocol's `...` body: deleting it changes nothing.
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value is Ellipsis
+        ):
+            node._skip = skip = True  # type: ignore[attr-defined]        # A statement that is only a string is documentation (attribute docstrings).
         if (
             isinstance(node, ast.Expr)
             and isinstance(node.value, ast.Constant)
@@ -565,17 +594,59 @@ class SessionRunner:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        if mutant is not None:
-            module = importlib.import_module(self.fullname)
-            if not patch_function(module, *mutant):
-                return FALLBACK
-        items = session.items
+        module = importlib.import_module(self.fullname)
+        if mutant is None:
+            return self._trace(session, module)
+        if not patch_function(module, *mutant):
+            return FALLBACK
+        items = self._items_for(session, mutant[0])
         for i, item in enumerate(items):
             nextitem = items[i + 1] if i + 1 < len(items) else None
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             if self.failed:
                 return 1
         return 0
+
+    def _trace(self, session: Any, module: ModuleType) -> int:
+        """The unmutated run: which functions of the module each test calls."""
+        target = module.__file__
+        called: set[str] = set()
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code.co_filename == target:
+                called.add(frame.f_code.co_qualname)
+
+        calls: dict[str, list[str]] = {}
+        items = session.items
+        sys.setprofile(profile)
+        threading.setprofile(profile)
+        for i, item in enumerate(items):
+            called.clear()
+            nextitem = items[i + 1] if i + 1 < len(items) else None
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            calls[item.nodeid] = sorted(called)
+        sys.setprofile(None)
+        self.calls_file.write_text(json.dumps(calls))
+        return 1 if self.failed else 0
+
+    def _items_for(self, session: Any, func: str) -> list[Any]:
+        """The tests that call ``func`` (or a function nested in it); plain tests first,
+        Hypothesis and state-machine tests last (they take longest to fail)."""
+        nested = f"{func}.<locals>."
+        chosen = [
+            item
+            for item in session.items
+            if any(q == func or q.startswith(nested) for q in self.calls.get(item.nodeid, ()))
+        ]
+
+        def slow(item: Any) -> bool:
+            obj = getattr(item, "obj", None)
+            return bool(getattr(obj, "is_hypothesis_test", False)) or (
+                item.cls is not None
+                and ("Machine" in item.cls.__name__ or "TestCase" in item.cls.__name__)
+            )
+
+        return sorted(chosen, key=slow)
 
     def _fork(self, session: Any, mutant: tuple[str, CodeType] | None) -> int:
         pid = os.fork()
@@ -589,12 +660,15 @@ class SessionRunner:
 
     def pytest_runtestloop(self, session: Any) -> bool:
         started = time.monotonic()
-        baseline = self._run([None], 600.0, session)
+        self.calls_file = self.out.with_suffix(".calls.json")
+        baseline = self._run([None], 900.0, session)
         elapsed = time.monotonic() - started
         if baseline != ["survived"]:
             self.out.write_text(json.dumps({"baseline": baseline[0]}))
             return True
-        limit = max(self.limit, 5 * elapsed)
+        self.calls = json.loads(self.calls_file.read_text())
+        self.calls_file.unlink()
+        limit = max(self.limit, 3 * elapsed)
         statuses = self._run(self.mutants, limit, session)
         self.out.write_text(json.dumps({"baseline": elapsed, "statuses": statuses}))
         return True
@@ -607,6 +681,10 @@ class SessionRunner:
         while queue or running:
             while queue and len(running) < self.parallel:
                 i = queue.pop()
+                if mutants[i] is not None and not self._items_for(session, mutants[i][0]):
+                    results[i] = "survived"  # no test calls the mutated function
+                    done += 1
+                    continue
                 running[self._fork(session, mutants[i])] = (i, time.monotonic() + limit)
             for pid, (i, deadline) in list(running.items()):
                 finished, wait_status = os.waitpid(pid, os.WNOHANG)
@@ -817,6 +895,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at once")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite report.md from the saved results"
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     args = parser.parse_args(argv)
     modules = args.modules or list(MODULES)
@@ -824,6 +905,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")
     os.chdir(ROOT)
+    if args.report:
+        print(f"report: {write_report().relative_to(ROOT)}")
+        return 0
     if args.list:
         for module in modules:
             source = (ROOT / "omnillm_sim" / f"{module}.py").read_text()
@@ -850,6 +934,12 @@ def main(argv: list[str] | None = None) -> int:
         deadline=None,
         max_examples=30,
         database=None,
+        # A failing example is enough to kill a mutant: shrinking it only costs time.
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.reuse, hypothesis.Phase.generate],
+        # The same examples in every child: the run that maps tests to functions and each
+        # mutant's run see the same inputs.
+        derandomize=True,
+        report_multiple_bugs=False,
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     assert not any(m.startswith("omnillm_sim") for m in sys.modules), "core imported early"

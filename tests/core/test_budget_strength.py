@@ -297,3 +297,19 @@ def test_bad_amounts_are_refused_by_every_entry(bad: object) -> None:
         with pytest.raises(ValueError, match=r"must be an int of micro-dollars >= 0$"):
             call()
     assert tracker.stats().open_count == 2 and tracker.used == 20
+
+
+def test_settled_and_released_count_every_reservation() -> None:
+    tracker = BudgetTracker.from_micros(1_000)
+    for _ in range(3):
+        tracker.reserve(10).release()
+    for _ in range(3):
+        assert tracker.try_reserve(10)
+        tracker.settle(10, 5)  # the seed API's common path (actual <= estimate)
+    for _ in range(2):
+        tracker.reserve(10).settle(10)
+    s = tracker.stats()
+    assert (s.released, s.settled, s.admitted, s.open_count, s.spent) == (3, 5, 8, 0, 35)
+    for _ in range(3):
+        assert not tracker.try_reserve(2_000)
+    assert tracker.stats().rejected == 3

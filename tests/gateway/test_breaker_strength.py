@@ -106,3 +106,71 @@ def test_safe_non_probe_success_in_half_open_does_not_close() -> None:
     assert b.state(5.5) == "half-open"
     assert b.record_failure(Ticket(2, probe=False), 5.6) is False  # not closed: not counted
     assert b.stats().consecutive_failures == 0
+
+
+def test_faithful_stats_follow_the_time_of_state_and_failures() -> None:
+    b = FaithfulBreaker(threshold=2, cooldown=10.0)
+    t = b.acquire(0.0)
+    assert not b.record_failure(t, 0.0)
+    assert b.record_failure(t, 0.0)  # open until 10
+    assert b.state(20.0) == "closed"
+    assert b.stats().state == "closed"  # stats see the latest time state() was asked
+    b2 = FaithfulBreaker(threshold=2, cooldown=10.0)
+    assert not b2.record_failure(t, 0.0)
+    assert b2.record_failure(t, 0.0)  # open until 10
+    assert not b2.record_failure(t, 20.0)  # a late failure: one of two, no trip
+    assert b2.stats().state == "closed"  # ... and it moved the breaker's clock to 20
+
+
+def test_every_success_and_ignored_result_is_counted() -> None:
+    for b in (FaithfulBreaker(), SafeBreaker()):
+        t = b.acquire(0.0)
+        for _ in range(3):
+            b.record_success(t, 0.0)
+            b.record_ignored(t, 0.0)
+        s = b.stats()
+        assert (s.successes, s.ignored) == (3, 3), b
+
+
+def test_default_settings_are_omnillms() -> None:
+    for b in (FaithfulBreaker(), SafeBreaker()):
+        t = b.acquire(0.0)
+        assert [b.record_failure(t, 1.0) for _ in range(5)] == [False] * 4 + [True]
+        assert b.stats().open_until == 31.0
+    safe = SafeBreaker()
+    assert safe.peak_probes == 0
+    t = safe.acquire(0.0)
+    for _ in range(5):
+        safe.record_failure(t, 0.0)
+    assert safe.state(30.0) == "half-open"
+    safe.acquire(30.0)
+    assert not safe.allow(30.0)  # one probe by default
+    assert safe.peak_probes == 1
+
+
+def test_safe_a_late_result_moves_an_expired_cooldown_to_half_open() -> None:
+    b = SafeBreaker(threshold=1, cooldown=5.0)
+    old = b.acquire(0.0)
+    assert b.record_failure(b.acquire(0.0), 0.0)  # open until 5
+    b.record_ignored(old, 6.0)  # no one asked for the state since: the result does
+    assert b.stats().state == "half-open"
+
+
+def test_safe_a_second_probes_failure_after_the_first_closed_is_stale() -> None:
+    b = SafeBreaker(threshold=1, cooldown=5.0, probes=2)
+    assert b.record_failure(b.acquire(0.0), 0.0)
+    assert b.state(5.0) == "half-open"
+    p1, p2 = b.acquire(5.0), b.acquire(5.0)
+    b.record_success(p1, 6.0)  # closes: p2 belongs to the half-open period that ended
+    assert b.record_failure(p2, 7.0) is False
+    s = b.stats()
+    assert (s.state, s.consecutive_failures, s.trips, s.probes_in_flight) == ("closed", 0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [(Ticket(0), "epoch"), (BreakerStats("closed", 0, None, 0, 0, 0, 0, 0), "trips")],
+)
+def test_tickets_and_stats_are_frozen(record: object, field: str) -> None:
+    with pytest.raises(AttributeError):
+        setattr(record, field, 3)

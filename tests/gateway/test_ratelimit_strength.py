@@ -204,3 +204,40 @@ def test_bucket_refuses_bad_token_counts(bad: object) -> None:
     with pytest.raises(InvalidValueError, match=r"^tokens\(="):
         b.try_acquire(bad, 0.0)  # type: ignore[arg-type]
     assert b.stats().admitted == 0 and b.stats().rejected == 0
+
+
+def test_fresh_limiters_report_zero_peaks_and_the_default_window() -> None:
+    assert SlidingWindowLog(2).window == 60.0
+    assert SlidingWindowLog(2).stats() == LimiterStats(2, 0, 0, 0, 0)
+    assert InflightTokenCap(5).stats() == LimiterStats(5, 0, 0, 0, 0)
+    assert TokenBucket(60).stats() == LimiterStats(60.0, 0, 0, 0.0, 0.0)
+
+
+def test_an_int_now_equal_to_the_last_time_is_accepted() -> None:
+    w = SlidingWindowLog(5)
+    assert w.try_acquire(1) and w.try_acquire(1) and w.count(1) == 2
+    cap = InflightTokenCap(10)
+    assert cap.try_acquire(1, 2) and cap.try_acquire(1, 2)
+    cap.release(1, 2)
+
+
+def test_forget_latest_answers_a_bool() -> None:
+    w = SlidingWindowLog(5)
+    assert w.forget_latest(0.0) is False
+    assert w.try_acquire(1.0)
+    assert w.forget_latest(1.0) is True
+
+
+def test_cap_counts_every_rejection() -> None:
+    cap = InflightTokenCap(10)
+    for t in range(3):
+        assert not cap.try_acquire(11, float(t))
+    assert cap.stats().rejected == 3
+
+
+@pytest.mark.parametrize(
+    ("record", "field"), [(ALLOWED, "allowed"), (LimiterStats(1, 0, 0, 0, 0), "admitted")]
+)
+def test_decisions_and_stats_are_frozen(record: object, field: str) -> None:
+    with pytest.raises(AttributeError):
+        setattr(record, field, 0)
