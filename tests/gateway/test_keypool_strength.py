@@ -12,6 +12,7 @@ from gateway_helpers import FixedStart
 
 from omnillm_sim.errors import ConfigError
 from omnillm_sim.keypool import (
+    DEFAULT_RETRY_AFTER,
     STRATEGIES,
     KeyConfig,
     KeyPool,
@@ -306,3 +307,64 @@ def test_explain_names_a_drained_token_bucket() -> None:
     rate_limited, detail = pool.explain(10, 1.0)
     assert rate_limited and "10 tokens requested, 1.0 of 60 available" in detail
     assert pool.select(10, 10.0) == 0  # ten seconds refill ten tokens
+
+
+# -- defaults (omnillm 0.1.5's, reference sections 3-4) ----------------------------------------
+
+
+def test_key_defaults_are_omnillms() -> None:
+    key = KeyConfig(label="a")
+    assert (key.rpm, key.tpm, key.tokens_per_minute) == (500, 90_000, None)
+    with pytest.raises(TypeError):
+        KeyConfig("a")  # type: ignore[misc]  # keyword-only
+    assert DEFAULT_RETRY_AFTER == 60.0  # omnillm's cooldown for a 429 without Retry-After
+
+
+def test_pool_defaults_are_omnillms() -> None:
+    pool = KeyPool([KeyConfig(label="a", rpm=1)], strategy="omnillm", rng=random.Random(0))
+    strategy = pool.strategy
+    assert isinstance(strategy, OmnillmStrategy)
+    assert (strategy.attempt_cap, strategy.last_attempts) == (5, 0)
+    assert make_strategy("omnillm", rng=random.Random(0)).attempt_cap == 5  # type: ignore[attr-defined]
+    assert OmnillmStrategy(rng=random.Random(0)).attempt_cap == 5
+    key = pool.keys[0]
+    assert key.index == 0
+    # The RPM window is 60 s, closed: an admission at 0 still counts at 60.
+    assert key.rpm.try_acquire(0.0)
+    assert pool.explain(10, 60.0)[0] is False  # faithful selection ignores RPM ...
+    assert not key.rpm.test(60.0) and key.rpm.test(60.5)  # ... but the window is 60 s
+    # Five failures open the breaker for 30 s.
+    t = key.breaker.acquire(0.0)
+    for _ in range(5):
+        key.breaker.record_failure(t, 1.0)
+    assert not key.available(30.9) and key.available(31.0)
+    safe = KeyPool([KeyConfig(label="a")], strategy="omnillm", rng=random.Random(0), breaker="safe")
+    b = safe.keys[0].breaker
+    for _ in range(5):
+        b.record_failure(b.acquire(0.0), 0.0)
+    assert b.state(30.0) == "half-open"
+    b.acquire(30.0)
+    assert not b.allow(30.0)  # one probe
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"breaker_threshold": 0}, "breaker_threshold"),
+        ({"breaker_cooldown": 0.0}, "breaker_cooldown"),
+        ({"half_open_probes": 0}, "half_open_probes"),  # checked even for the faithful breaker
+        ({"attempt_cap": 0}, "attempt_cap"),
+    ],
+)
+def test_pool_settings_are_config_errors(kwargs: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        KeyPool([KeyConfig(label="a")], strategy="omnillm", rng=random.Random(0), **kwargs)
+    assert info.value.parameter == parameter
+
+
+def test_pool_records_are_frozen() -> None:
+    pool = make_pool([100])
+    for record, field in ((KeyConfig(label="a"), "rpm"), (pool.keys[0].status(0.0), "dead"),
+                          (pool.keys[0].stats(), "dead")):  # fmt: skip
+        with pytest.raises(AttributeError):
+            setattr(record, field, 1)
