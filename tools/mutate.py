@@ -76,8 +76,8 @@ MESSAGE_CALLS = {
     "non_negative_int", "positive_int", "non_negative_float", "positive_float", "_config",
     "_check_config",
 }  # fmt: skip
-# Decorator and call keywords that are not behaviour: ``slots=`` only changes memory layout.
-LAYOUT_KEYWORDS = {"slots"}
+# Keywords that are not behaviour: ``slots=`` only changes memory layout, ``repr=`` display.
+LAYOUT_KEYWORDS = {"slots", "repr"}
 
 _BINOP_SWAPS: dict[type[ast.operator], list[type[ast.operator]]] = {
     ast.Add: [ast.Sub],

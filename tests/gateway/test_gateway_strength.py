@@ -355,3 +355,73 @@ def test_config_and_gateway_expose_what_they_were_built_from() -> None:
     strict = Gateway(cfg, budget=gw.budget, prices=PRICES.with_fallback(None), rng=random.Random(0))
     with pytest.raises(UnknownModelError):
         strict.check_models("gpt-4o", "no-such-model-xyz")
+
+
+def test_counters_count_past_one() -> None:
+    gw = make_gateway(FAITHFUL, keys=1, limit=2 * FAITHFUL_EST, breaker_threshold=1)
+    a1, a2 = admitted(gw.admit(req(1), 0.0)), admitted(gw.admit(req(2), 0.0))
+    for rid in (3, 4):
+        assert rejected(gw.admit(req(rid), 0.0)).reason == RejectReason.BUDGET
+    gw.finish(a1, cancelled(), 1.0)
+    gw.finish(a2, cancelled(), 1.0)
+    b1, b2 = admitted(gw.admit(req(5), 1.0)), admitted(gw.admit(req(6), 1.0))
+    gw.finish(b1, ok(Usage(100, 600)), 2.0)  # 9,500 > 5,620
+    gw.finish(b2, ok(Usage(100, 600)), 2.0)
+    s = gw.stats()
+    assert (s.rejected_budget, s.cancelled, s.underestimated_requests) == (2, 2, 2)
+    gw2 = make_gateway(FAITHFUL, breaker_threshold=1, breaker_cooldown=1.0)
+    for t in (0.0, 5.0):
+        gw2.finish(admitted(gw2.admit(req(int(t) + 1), t)), timeout(), t)
+    assert gw2.stats().breaker_trips == 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome"),
+    [
+        (FAITHFUL, cancelled()),
+        (FAITHFUL, http_error(401)),
+        (FAITHFUL, http_error(403)),
+        (FAITHFUL, http_error(429)),
+        ("safe", http_error(404)),
+        ("safe", cancelled()),
+    ],
+)
+def test_results_that_say_nothing_about_health_are_recorded_as_ignored(
+    policy: str, outcome: Outcome
+) -> None:
+    gw = make_gateway(policy)
+    gw.finish(admitted(gw.admit(req(1), 0.0)), outcome, 1.0)
+    breaker = gw.pool.stats()[0].breaker
+    assert (breaker.ignored, breaker.failures, breaker.successes) == (1, 0, 0)
+
+
+def test_a_cancelled_probe_frees_its_slot() -> None:
+    gw = make_gateway("safe", breaker_threshold=1, breaker_cooldown=5.0)
+    gw.finish(admitted(gw.admit(req(1), 0.0)), timeout(), 0.0)  # open until 5
+    probe = admitted(gw.admit(req(2), 5.0))
+    assert rejected(gw.admit(req(3), 5.0)).reason == RejectReason.NO_KEY  # one probe at a time
+    gw.finish(probe, cancelled(), 6.0)
+    assert isinstance(gw.admit(req(4), 6.0), Admission)
+
+
+def test_public_names_and_defaults() -> None:
+    assert {r.value for r in RejectReason} == {"no-key", "budget", "rate-limited"}
+    assert Request(id=1, model="m", prompt_tokens=1).stream is False
+    with pytest.raises(TypeError):
+        Request(1, "m", 1)  # type: ignore[misc]  # keyword-only
+    with pytest.raises(TypeError):
+        GatewayConfig((KeyConfig(label="a"),))  # type: ignore[misc]
+
+
+def test_records_are_frozen() -> None:
+    gw = make_gateway(FAITHFUL, limit=FAITHFUL_EST)
+    adm = admitted(gw.admit(req(1), 0.0))
+    rej = rejected(gw.admit(req(2), 0.0))
+    settlement = gw.finish(adm, ok(Usage(1, 1)), 1.0)
+    records = [
+        (req(1), "prompt_tokens"), (ok(Usage(1, 1)), "kind"), (adm, "key"), (rej, "detail"),
+        (settlement, "charged"), (gw.config, "attempt_cap"), (gw.stats(), "admitted"),
+    ]  # fmt: skip
+    for record, field in records:
+        with pytest.raises(AttributeError):
+            setattr(record, field, 1)
