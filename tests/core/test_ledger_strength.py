@@ -217,3 +217,92 @@ def test_check_catches_counters_that_disagree_with_the_entries(
         ledger.check()
     assert info.value.invariant == "I1"
     assert info.value.detail == f"{ledger_file}: {detail}"
+
+
+# -- the file and the connection ---------------------------------------------------------------
+
+
+def test_the_file_is_a_version_1_ledger_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    Ledger(path, limit=10).close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == (1,)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
+def test_closing_ends_the_connection(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db", limit=10) as ledger:
+        pass
+    with pytest.raises(sqlite3.ProgrammingError):
+        ledger.stats()
+    other = Ledger(tmp_path / "l.db")
+    other.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        other.reserve(1)
+
+
+def test_a_ledger_is_usable_from_another_thread(tmp_path: Path) -> None:
+    import threading
+
+    with Ledger(tmp_path / "l.db", limit=100) as ledger:
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                ledger.reserve(10).settle(7)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        assert errors == [] and ledger.stats().spent == 7
+
+
+def test_a_locked_file_fails_the_operation_and_frees_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path, limit=100, busy_timeout=0.0) as ledger:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            ledger.reserve(10)
+        other.execute("ROLLBACK")
+        other.close()
+        ledger.reserve(10)  # the ledger's own lock was released after the failure
+        assert ledger.stats().open_count == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, None])
+def test_reserve_refuses_bad_estimates_before_touching_the_file(
+    tmp_path: Path, bad: object
+) -> None:
+    with Ledger(tmp_path / "l.db", limit=100) as ledger:
+        with pytest.raises(InvalidValueError, match=r"^estimated\(="):
+            ledger.reserve(bad)  # type: ignore[arg-type]
+        assert ledger.entries() == [] and ledger.stats().rejected == 0
+
+
+def test_reservation_handles_carry_their_label(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db", limit=100) as ledger:
+        r = ledger.reserve(5, label="summary")
+        assert (r.label, r.estimate, r.id) == ("summary", 5, 1)
+
+
+def test_reclaim_by_owner_skips_other_owners_anywhere_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path, limit=1_000, owner="live") as live, Ledger(path, owner="dead") as dead:
+        live.reserve(1)  # the first open entry belongs to someone else
+        dead.reserve(2)
+        live.reserve(3)
+        dead.reserve(4)
+        assert [e.estimate for e in live.reclaim(owner="dead")] == [2, 4]
+        assert [e.estimate for e in live.open_reservations()] == [1, 3]
+
+
+def test_entries_are_frozen(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db", limit=10) as ledger:
+        ledger.reserve(1)
+        entry = ledger.entries()[0]
+    with pytest.raises(AttributeError):
+        entry.state = "settled"  # type: ignore[misc]
