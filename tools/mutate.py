@@ -74,7 +74,7 @@ MESSAGE_CALLS = {
     "InvalidValueError", "ConfigError", "ReservationStateError", "InvariantViolation",
     "UnknownModelError", "BudgetExceeded", "_check_amount", "_amount", "check_micros",
     "non_negative_int", "positive_int", "non_negative_float", "positive_float", "_config",
-    "_check_config",
+    "_check_config", "_lookup",
 }  # fmt: skip
 # Keywords that are not behaviour: ``slots=`` only changes memory layout, ``repr=`` display.
 LAYOUT_KEYWORDS = {"slots", "repr"}
@@ -682,7 +682,9 @@ class SessionRunner:
             while queue and len(running) < self.parallel:
                 i = queue.pop()
                 if mutants[i] is not None and not self._items_for(session, mutants[i][0]):
-                    results[i] = "survived"  # no test calls the mutated function
+                    # No test calls it while running: it may run only while the tests are
+                    # imported (a table built at module level), so give it a fresh import.
+                    results[i] = "fallback"
                     done += 1
                     continue
                 running[self._fork(session, mutants[i])] = (i, time.monotonic() + limit)
@@ -777,7 +779,9 @@ def run_module(module: str, parallel: int, log: Callable[[str], None]) -> dict[s
     to_run = [p for p in pending if p[2] not in equivalents]
     # Mutants inside a function: patched into one collected session (fast). The others run at
     # import time (module constants, class bodies, defaults): a fresh import per mutant.
-    fast = [p for p in to_run if p[1].func is not None]
+    # A nested function's code is copied into each closure when the outer function runs, maybe
+    # while the tests are imported: mutants in nested functions get a fresh import too.
+    fast = [p for p in to_run if p[1].func is not None and p[1].func == p[1].qualname]
     log(f"{module}: {len(pending)} mutants ({len(fast)} in functions), {len(tests)} test files")
     baseline, fast_statuses = run_in_session(
         fullname,

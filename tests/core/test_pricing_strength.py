@@ -261,3 +261,37 @@ def test_overrides_file_errors_name_the_key(tmp_path: Path, text: str, parameter
 def test_missing_overrides_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot be read"):
         load_overrides(tmp_path / "absent.toml")
+
+
+# omnillm 0.1.5's prefix table, from the reference (section 6), in USD per million tokens:
+# (prefix, input, output, cache_read, cache_write_5m, cache_write_1h). OpenAI's "cached input"
+# rate is our cache_read.
+OMNILLM_REFERENCE = [
+    ("gpt-5.5", "5.00", "30.00", "0.50", None, None),
+    ("gpt-5.4-mini", "0.75", "4.50", "0.075", None, None),
+    ("gpt-5.4", "2.50", "15.00", "0.25", None, None),
+    ("gpt-4o-mini", "0.15", "0.60", None, None, None),
+    ("gpt-4o", "5.00", "15.00", None, None, None),
+    ("claude-opus-4", "5.00", "25.00", "0.50", "6.25", "10.00"),
+    ("claude-sonnet-4", "3.00", "15.00", "0.30", "3.75", "6.00"),
+    ("claude-3-5-sonnet", "3.00", "15.00", "0.30", "3.75", "6.00"),
+    ("claude-haiku-4", "1.00", "5.00", "0.10", "1.25", "2.00"),
+    ("claude-3-haiku", "0.25", "1.25", "0.03", "0.30", "0.50"),
+]
+
+
+def _micros(usd: str | None) -> int | None:
+    return None if usd is None else round(float(usd) * 1_000_000)
+
+
+@pytest.mark.parametrize("row", OMNILLM_REFERENCE, ids=lambda row: row[0])
+def test_omnillm_table_is_the_reference_table(row: tuple[str, ...]) -> None:
+    prefix, inp, out, read, write, write_1h = row
+    table = catalogue("omnillm-0.1.5")
+    for model in (prefix, f"{prefix}-20260101"):  # a prefix matches dated names too
+        rates = table.price(model).rates
+        assert (rates.input, rates.output, rates.cache_read) == (
+            _micros(inp), _micros(out), _micros(read),
+        )  # fmt: skip
+        assert (rates.cache_write, rates.cache_write_1h) == (_micros(write), _micros(write_1h))
+    assert [p.model for p in table.prefixes] == [r[0] for r in OMNILLM_REFERENCE]
