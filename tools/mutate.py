@@ -854,10 +854,22 @@ def _git_commit() -> str:
 
 def write_report() -> Path:
     results = []
+    equivalents = load_equivalents()
     for module in MODULES:
         f = REPORT_DIR / f"{module}.json"
         if f.exists():
-            results.append(json.loads(f.read_text()))
+            r = json.loads(f.read_text())
+            # The list as it is now: an entry added after the run still counts.
+            for m in r["mutants"]:
+                if m["id"] in equivalents:
+                    m["status"], m["reason"] = "equivalent", equivalents[m["id"]]
+            c = r["counts"] = {
+                s: sum(m["status"] == s for m in r["mutants"])
+                for s in ("killed", "survived", "timeout", "equivalent", "error")
+            }
+            scored = c["killed"] + c["survived"] + c["timeout"]
+            r["score"] = (c["killed"] + c["timeout"]) / scored if scored else 1.0
+            results.append(r)
     lines = [
         "# Mutation report",
         "",

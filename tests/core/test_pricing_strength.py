@@ -15,6 +15,7 @@ from omnillm_sim.pricing import (
     Rates,
     Usage,
     catalogue,
+    current_table,
     load_overrides,
 )
 
@@ -295,3 +296,45 @@ def test_omnillm_table_is_the_reference_table(row: tuple[str, ...]) -> None:
         )  # fmt: skip
         assert (rates.cache_write, rates.cache_write_1h) == (_micros(write), _micros(write_1h))
     assert [p.model for p in table.prefixes] == [r[0] for r in OMNILLM_REFERENCE]
+
+
+def test_price_records_are_frozen_and_keyword_only() -> None:
+    rates = Rates(input=1, output=2)
+    price = ModelPrice(model="m", rates=rates)
+    table = PriceTable(name="t", rounding="ceil")
+    records = [
+        (Usage(1, 2), "input_tokens"),
+        (rates, "input"),
+        (PriceTier(1, rates), "start"),
+        (price, "model"),
+        (table, "name"),
+    ]
+    for record, field in records:
+        with pytest.raises(AttributeError):
+            setattr(record, field, 1)
+    with pytest.raises(TypeError):
+        Rates(1, 2)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ModelPrice("m", rates)  # type: ignore[misc]
+
+
+def test_current_rates_are_genai_prices_own_figures() -> None:
+    from datetime import UTC, datetime
+
+    from genai_prices import data_snapshot
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    model = "claude-sonnet-4-5"
+    _, info = data_snapshot.get_snapshot().find_provider_model(model, None, None, None)
+    theirs = info.get_prices(when)
+    rates = current_table(when).price(model).rates
+    pairs = [
+        (rates.cache_read, "cache_read_mtok"),
+        (rates.cache_write, "cache_write_mtok"),
+        (rates.cache_write_1h, "cache_write_1h_mtok"),
+    ]
+    for ours, field in pairs:
+        value = getattr(theirs, field, None)
+        assert value is not None, field  # the premise: this model has every cache rate
+        value = getattr(value, "base", value)  # below its long-context tier
+        assert ours == int(value * 1_000_000), field
