@@ -1,10 +1,14 @@
 """Mutation testing of the core: ``python tools/mutate.py [MODULE ...]`` (``make mutate``).
 
-A small AST mutator. For each module of the core it makes one mutant per (node, operator),
-runs the module's own tests against it in a forked child of a process that has already imported
-pytest, Hypothesis and SimPy, and records whether the tests failed (killed), passed (survived)
-or ran past the time limit (timeout). The mutant is compiled from the mutated syntax tree and
-served to the child by an import hook, so the source files are never modified.
+A small AST mutator. For each module of the core it makes one mutant per (node, operator) and
+runs the module's own tests against it: killed (a test failed), survived (all passed) or
+timeout. The tests are collected once, in a process that never imports the core beforehand;
+an unmutated run records which tests call which function of the module. Each mutant inside a
+function then runs in a forked child of that session, with the function's code replaced by
+the mutated code and only the tests that call it (plain tests first, Hypothesis last).
+Mutants that run at import time (module constants, class bodies, defaults), in nested
+functions, or in functions no test calls while running get a fresh import in a forked child
+instead, served by an import hook. The source files are never modified.
 
 Operators: arithmetic (``+ -``, ``* /``, ``//``, ``%``, ``**``), comparison (boundary ``<`` ->
 ``<=`` and negation ``<`` -> ``>=``, ``== !=``, ``is``/``is not``, ``in``/``not in``), ``and``/
