@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+MODULE ?=
+MUTATE_JOBS ?= 2
 
 # Older SDKs and HTTP mocking libraries (issue 10): openai 2.x and anthropic 0.x on httpx,
 # vcrpy 7 (patches Client._send_single_request), respx, pytest-httpx. `make test` covers the
@@ -15,7 +17,7 @@ COMPAT_PINS  := "openai>=2,<3" "anthropic<1" "vcrpy>=7,<8" httpx httpx2 respx py
 COMPAT_TESTS := tests/plugin/test_plugin_sdks.py tests/plugin/test_plugin_plumbing.py \
                 tests/plugin/test_plugin_runs.py
 
-.PHONY: all demo test test-compat soak lint bench clean
+.PHONY: all demo test test-compat soak lint bench mutate clean
 
 all: test
 
@@ -44,11 +46,16 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check omnillm_sim pytest_omnillm tests benchmarks
+	$(BIN)/ruff check omnillm_sim pytest_omnillm tests benchmarks tools
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Mutation testing of the core (not part of `make test`: it takes a while). One module:
+# `make mutate MODULE=money`. Report: reports/mutation/report.md (see README, Development).
+mutate: $(STAMP)
+	nice $(BIN)/python tools/mutate.py -j $(MUTATE_JOBS) $(MODULE)
 
 clean:
 	rm -rf $(VENV) $(COMPAT) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,10 @@ def test_demo_from_a_fresh_checkout_writes_summary_and_charts(tmp_path: Path) ->
         "summary.md"]
     assert "report: reports/steady/summary.md (+ 4 charts)" in proc.stdout
     assert "no violation" in proc.stdout
-    assert proc.stderr == ""  # not a terminal: no progress bar
+    # Not a terminal: no progress bar. Other stderr (a first run's matplotlib font-cache
+    # notice) is allowed; errors are not.
+    assert "\r" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
 
 
 def test_summary_json_is_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
