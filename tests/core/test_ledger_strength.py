@@ -19,6 +19,7 @@ from omnillm_sim.errors import (
     ConfigError,
     InvalidValueError,
     InvariantViolation,
+    OmniLLMError,
     ReservationStateError,
 )
 from omnillm_sim.ledger import Ledger, LedgerEntry, LedgerReservation
@@ -158,7 +159,7 @@ def test_opening_checks_the_limit(tmp_path: Path) -> None:
             Ledger(tmp_path / "other.db", limit=bad)  # type: ignore[arg-type]
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database, it is text" * 100)
-    with pytest.raises(ConfigError, match=r"is not a usable ledger"):
+    with pytest.raises(ConfigError, match=r"is not an omnillm-sim ledger \(not a SQLite"):
         Ledger(junk, limit=1)
 
 
@@ -265,7 +266,7 @@ def test_a_locked_file_fails_the_operation_and_frees_the_ledger(tmp_path: Path) 
     with Ledger(path, limit=100, busy_timeout=0.0) as ledger:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(OmniLLMError, match=r"the ledger's lock was held by another process"):
             ledger.reserve(10)
         other.execute("ROLLBACK")
         other.close()
