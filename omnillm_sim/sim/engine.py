@@ -151,7 +151,7 @@ class _Run:
         self.labels = tuple(scenario.key_labels())
         self.provider = Provider(
             self.env, scenario, scenario.gateway.request_timeout,
-            random.Random(f"{seed}/provider"),
+            random.Random(f"{seed}/provider"), on_reply=self._replied,
         )
         self.factory = RequestFactory(scenario, random.Random(f"{seed}/requests"))
         self.arrival_rng = random.Random(f"{seed}/arrivals")
@@ -218,9 +218,12 @@ class _Run:
 
     # -- request life --------------------------------------------------------------------
 
-    def arrive(self, arrival: Arrival) -> simpy.Process | None:
-        """Admit or reject ``arrival`` now; return the serving process if admitted."""
-        env = self.env
+    def arrive(self, arrival: Arrival, done: simpy.Event | None = None) -> bool:
+        """Admit or reject ``arrival`` now; True if admitted.
+
+        An admitted request goes to the provider, whose reply ends it (`_replied`); ``done``
+        (a closed-loop client's) succeeds then.
+        """
         request = gw.Request(
             id=arrival.id,
             model=arrival.model,
@@ -228,7 +231,7 @@ class _Run:
             max_output_tokens=arrival.max_output_tokens,
             stream=arrival.stream,
         )
-        now = env.now
+        now = self.env.now
         decision = self.gateway.admit(request, now)
         if now > self.end_time:
             self.end_time = now
@@ -247,50 +250,72 @@ class _Run:
                     "rejected", reason, None, None, now, None, None, "rejected",
                 )))
                 self._budget_step()
-            return None
+            return False
         if checker is not None:
             checker.touched(decision.key)
             checker.admitted(arrival.id, decision.estimate.cost)
         self._move(decision.key, 1)
         self._budget_step()
-        return env.process(self._serve(decision, arrival))
+        self.provider.submit(decision.key_label, arrival, (decision, arrival, done))
+        return True
 
-    def _serve(self, admission: Any, arrival: Arrival) -> Generator[simpy.Event, Any, None]:
-        label = admission.key_label
-        reply = yield from self.provider.serve(label, arrival)
+    def _replied(self, reply: ProviderReply, token: Any) -> None:
+        """The provider's reply to an admitted request: finish it at the gateway."""
+        admission, arrival, done = token
         now = self.env.now
         settlement = self.gateway.finish(admission, _outcome(reply), now)
-        if self.checker is not None:
-            self.checker.touched(admission.key)
+        checker = self.checker
+        if checker is not None:
+            checker.touched(admission.key)
             if settlement.leaked:
-                self.checker.leaked(arrival.id)
+                checker.leaked(arrival.id)
             else:
-                self.checker.settled(arrival.id, settlement.charged)
+                checker.settled(arrival.id, settlement.charged)
                 if settlement.resettled is not None:
-                    self.checker.resettled(arrival.id, settlement.resettled)
+                    checker.resettled(arrival.id, settlement.resettled)
         self._move(admission.key, -1)
         if now > self.end_time:
             self.end_time = now
-        status = reply.kind if reply.kind != "http_error" else f"http_{reply.status}"
+        kind = reply.kind
+        status = kind if kind != "http_error" else f"http_{reply.status}"
         self.tally.served(admission.key, status, arrival.time, reply.start, reply.end)
         if self.keep_records:
             output = reply.usage.output_tokens if reply.usage is not None else 0
             self.records.append(_new(RequestRecord, (
                 arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, output,
-                "admitted", None, label, reply.start, reply.end, admission.estimate.cost,
-                settlement.charged, status,
+                "admitted", None, admission.key_label, reply.start, reply.end,
+                admission.estimate.cost, settlement.charged, status,
             )))
             self._budget_step()
+        if done is not None:
+            done.succeed()
 
     # -- processes -----------------------------------------------------------------------
 
-    def open_source(self) -> Generator[simpy.Event, Any, None]:
-        env, arrive = self.env, self.arrive
-        for arrival in open_arrivals(self.scenario, self.factory, self.arrival_rng):
+    def open_source(self) -> None:
+        """Start the open workload: arrivals come from timeout callbacks, one per instant."""
+        self._arrivals = iter(open_arrivals(self.scenario, self.factory, self.arrival_rng))
+        self._next_arrival: Arrival | None = None
+        start = self.env.event()
+        start._ok, start._value = True, None
+        start.callbacks.append(self._arrivals_due)
+        self.env.schedule(start, simpy.events.URGENT)  # first at t=0, as a process would be
+
+    def _arrivals_due(self, _event: simpy.Event) -> None:
+        """Every arrival due now; then a timeout for the next one."""
+        env, arrive, arrivals = self.env, self.arrive, self._arrivals
+        arrival = self._next_arrival
+        if arrival is None:
+            arrival = next(arrivals, None)
+        while arrival is not None:
             delay = arrival.time - env.now
             if delay > 0:
-                yield env.timeout(delay)
+                self._next_arrival = arrival
+                env.timeout(delay).callbacks.append(self._arrivals_due)
+                return
             arrive(arrival)
+            arrival = next(arrivals, None)
+        self._next_arrival = None
         self.arrivals_done = True
 
     def client(self) -> Generator[simpy.Event, Any, None]:
@@ -303,9 +328,9 @@ class _Run:
                 return
             if limit is not None and self.factory.made >= limit:
                 return
-            process = self.arrive(self.factory.make(self.env.now))
-            if process is not None:
-                yield process
+            done = self.env.event()
+            if self.arrive(self.factory.make(self.env.now), done):
+                yield done
 
     def closed_source(self) -> Generator[simpy.Event, Any, None]:
         clients = [self.env.process(self.client()) for _ in range(self.scenario.workload.clients)]
@@ -340,7 +365,7 @@ class _Run:
         if self.scenario.workload.kind == "closed":
             env.process(self.closed_source())
         else:
-            env.process(self.open_source())
+            self.open_source()
         env.process(self.sampler())
         self._budget_step()
         checker = self.checker
