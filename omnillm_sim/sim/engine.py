@@ -165,6 +165,7 @@ class _Run:
         self.per_key = [0] * len(self.labels)
         self.area = 0.0
         self.key_area = [0.0] * len(self.labels)
+        self.changed: set[int] = set(range(len(self.labels)))  # keys the sampler must re-read
         self.key_since = [0.0] * len(self.labels)
         self.last_change = 0.0
         self.end_time = 0.0
@@ -197,6 +198,7 @@ class _Run:
             self.key_area[key] += n * span
         self.key_since[key] = now
         self.per_key[key] = n + delta
+        self.changed.add(key)
 
     def _close_areas(self) -> None:
         now = self.env.now
@@ -239,11 +241,13 @@ class _Run:
         if isinstance(decision, gw.Rejection):
             reason = decision.reason.name
             self.tally.rejected(reason)
-            if checker is not None:
-                checker.touched(decision.key)
-                if decision.reason is gw.RejectReason.BUDGET:
-                    estimate = decision.estimate.cost if decision.estimate is not None else None
-                    checker.refused(arrival.id, estimate, now)
+            if decision.key is not None:  # without a key, no key's state changed
+                self.changed.add(decision.key)
+                if checker is not None:
+                    checker.touched(decision.key)
+            if checker is not None and decision.reason is gw.RejectReason.BUDGET:
+                estimate = decision.estimate.cost if decision.estimate is not None else None
+                checker.refused(arrival.id, estimate, now)
             if self.keep_records:
                 self.records.append(_new(RequestRecord, (
                     arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,
@@ -338,19 +342,42 @@ class _Run:
         self.arrivals_done = True
 
     def sampler(self) -> Generator[simpy.Event, Any, None]:
+        """A `Sample` every interval.
+
+        A key's state is re-read only if the gateway changed it since the last sample or it
+        was neither available nor dead then (cooldowns and open breakers end with time alone;
+        an available key stays available until a gateway call on it): per sample the cost
+        follows what changed, not the number of keys.
+        """
         interval = self.scenario.sample_interval or max(self.scenario.duration / 200.0, 1e-3)
+        keys = self.gateway.pool.keys
+        states = [""] * len(keys)
+        changing: set[int] = set()  # keys whose state may change with time alone
+        key_states: tuple[str, ...] = ()
+        inflight: tuple[int, ...] = ()
         while True:
             now = self.env.now
             s = self.budget.stats()
-            statuses = self.gateway.key_status(now)
+            stale = self.changed | changing
+            if stale or not key_states:
+                for i in stale:
+                    state = states[i] = _key_state(keys[i].status(now), now)
+                    if state in ("available", "dead"):
+                        changing.discard(i)
+                    else:
+                        changing.add(i)
+                key_states = tuple(states)
+            if self.changed or not inflight:
+                inflight = tuple(self.per_key)
+            self.changed = set()
             self.samples.append(
                 Sample(
                     time=now,
                     used=s.used,
                     spent=s.spent,
                     open_reserved=s.open_reserved,
-                    inflight=tuple(self.per_key),
-                    key_states=tuple(_key_state(st, now) for st in statuses),
+                    inflight=inflight,
+                    key_states=key_states,
                     rejected=tuple(sorted(self.tally.reasons.items())),
                 )
             )
