@@ -139,7 +139,7 @@ def sim_throughput(size: Size) -> Figure:
         base,
         "/s",
         "ratio>=",
-        0.35,
+        0.5,
         reps,
         note=f"{n:,} requests per repetition, 8 keys, omnillm-0.1.5, Poisson {RATE:g}/s; "
         "baseline: SimPy Resource + timeout per request",
@@ -301,7 +301,7 @@ def _marginal_cost(keys: int, strategy: str, policy: str, check: bool, requests:
 
 def key_count(strategy: str) -> Callable[[Size], Figure]:
     def bench(size: Size) -> Figure:
-        requests, reps = (300, 1) if size == "smoke" else (6_000, 3)
+        requests, reps = (300, 1) if size == "smoke" else (4_000, 3)
         ratios: dict[str, float] = {}
         costs: dict[str, tuple[float, float]] = {}
         for policy in ("omnillm-0.1.5", "safe"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -533,7 +534,8 @@ class KeyPool:
         if not keys:
             raise ConfigError("keys", tuple(keys), "must name at least one key")
         labels = [k.label for k in keys]
-        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        counts = Counter(labels)
+        dupes = sorted(label for label, n in counts.items() if n > 1)
         if dupes:
             raise ConfigError("keys", dupes, "labels must be unique")
         _config(positive_int, "breaker_threshold", breaker_threshold, "")

@@ -139,6 +139,19 @@ def _key_state(status: Any, now: float) -> str:
     return "available" if status.available else "cooling"
 
 
+def _state_of(key: Any, now: float) -> str:
+    """`_key_state` of ``key.status(now)``, reading only what it needs (the sampler's)."""
+    if key.dead:
+        return "dead"
+    breaker = key.breaker.state(now)
+    if breaker in ("open", "half-open"):
+        return str(breaker)
+    until = key.cooling_until if key.cooling(now) else None
+    if until is not None and until > now:
+        return "cooling"
+    return "available" if key.available(now) else "cooling"
+
+
 class _Run:
     """The mutable state of one run (private to `run`)."""
 
@@ -361,7 +374,7 @@ class _Run:
             stale = self.changed | changing
             if stale or not key_states:
                 for i in stale:
-                    state = states[i] = _key_state(keys[i].status(now), now)
+                    state = states[i] = _state_of(keys[i], now)
                     if state in ("available", "dead"):
                         changing.discard(i)
                     else:
