@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks import bench_io, bench_plugin, bench_sim, bench_tracker, bench_verify
-from benchmarks.harness import Figure, Size, machine
+from benchmarks.harness import Figure, Size, load_average, machine
 
 MODULES = [bench_tracker, bench_sim, bench_io, bench_plugin, bench_verify]
 
@@ -21,15 +21,20 @@ def all_benchmarks() -> list[Callable[[Size], Figure]]:
 
 
 def render(figures: Sequence[Figure]) -> str:
-    head = f"{'figure':<48} {'ours':>11} {'baseline':>11} {'ratio':>7} {'target':>13} result"
+    """The table: each ratio with its spread (lowest-highest over the repetitions)."""
+    head = (
+        f"{'figure':<48} {'ours':>11} {'baseline':>11} {'ratio':>7} {'spread':>13} "
+        f"{'target':>13} result"
+    )
     lines = [head, "-" * len(head)]
     for f in figures:
         base = "-" if f.baseline is None else f"{f.baseline:.4g}"
         ratio = "-" if f.ratio is None else f"{f.ratio:.3f}"
+        spread = "-" if f.spread is None else f"{f.spread[0]:.3f}-{f.spread[1]:.3f}"
         target = f"{f.direction} {f.target:g}"
         lines.append(
-            f"{f.name:<48} {f.ours:>9.4g}{f.unit:>2} {base:>11} {ratio:>7} {target:>13} "
-            f"{'SKIP' if f.skipped else 'PASS' if f.passed else 'MISS'}"
+            f"{f.name:<48} {f.ours:>9.4g}{f.unit:>2} {base:>11} {ratio:>7} {spread:>13} "
+            f"{target:>13} {'SKIP' if f.skipped else 'PASS' if f.passed else 'MISS'}"
         )
         if f.note:
             lines.append(f"    {f.note}")
@@ -64,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     size: Size = "smoke" if args.smoke else "full"
     info = machine()
     print(f"machine: {info['cores']} cores, Python {info['python']} ({info['platform']})")
+    load_start = load_average()
+    print(f"load average at start: {load_start:.2f}", flush=True)
     figures: list[Figure] = []
     for bench in all_benchmarks():
         if args.only and not any(part in bench.__name__ for part in args.only):
@@ -74,10 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         figures.append(bench(size))
+    load_end = load_average()
     print(render(figures))
-    write_json(
-        Path(args.out), {"machine": info, "size": size, "figures": [f.as_dict() for f in figures]}
-    )
+    print(f"load average (1 min) at start {load_start:.2f}, at end {load_end:.2f} "
+          f"({info['cores']} cores; other jobs on the machine move every figure)")
+    payload = {
+        "machine": info,
+        "size": size,
+        "load_average": {"start": load_start, "end": load_end},
+        "figures": [f.as_dict() for f in figures],
+    }
+    write_json(Path(args.out), payload)
     return 0
 
 

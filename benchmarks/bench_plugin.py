@@ -8,7 +8,11 @@ and a session budget) and ``-p no:omnillm``:
   wall time, pytest start-up included, as a user would see it;
 * request: one test sends non-streamed ``chat.completions.create`` calls with the real openai
   client to the fake OpenAI server of ``tests/plugin/fakellm.py`` (a thread of this process,
-  on 127.0.0.1) and reports the median time per call after a warm-up.
+  on 127.0.0.1) and reports the median time per call after a warm-up;
+* SSE line: in this process, an httpx2 client reads a chat stream whose first chunk is one
+  16 MB line (then the usage chunk) from the fake server, with the plugin's interception
+  handler (a budget session) active vs none; the baseline only reads the bytes, so the ratio
+  is the plugin's whole cost of watching a huge stream.
 """
 
 from __future__ import annotations
@@ -116,10 +120,10 @@ def plugin_suite(size: Size) -> Figure:
         return Figure(name, 0.0, None, "s", "ratio<=", 1.10, 0, note=why, skipped=True)
     with tempfile.TemporaryDirectory() as tmp:
         where = _scratch(tmp, "test_trivial.py", SUITE.format(n=n))
-        ours, base = side_by_side(lambda: _pytest(where, ON), lambda: _pytest(where, OFF), reps)
-    return Figure(name, ours, base, "s", "ratio<=", 1.10, reps,
+        pair = side_by_side(lambda: _pytest(where, ON), lambda: _pytest(where, OFF), reps)
+    return Figure(name, pair.ours, pair.baseline, "s", "ratio<=", 1.10, reps,
                   note=f"{n:,} tests; whole pytest command incl. start-up; on = "
-                  f"{' '.join(ON)}, off = {' '.join(OFF)}")
+                  f"{' '.join(ON)}, off = {' '.join(OFF)}", spread=pair.spread)
 
 
 def plugin_request(size: Size) -> Figure:
@@ -137,10 +141,59 @@ def plugin_request(size: Size) -> Figure:
             _pytest(where, args, env)
             return float(json.loads(out.read_text())) * 1000.0
 
-        ours, base = side_by_side(lambda: per_request(ON), lambda: per_request(OFF), reps)
-    return Figure(name, ours, base, "ms", "ratio<=", 1.20, reps,
+        pair = side_by_side(lambda: per_request(ON), lambda: per_request(OFF), reps)
+    return Figure(name, pair.ours, pair.baseline, "ms", "ratio<=", 1.20, reps,
                   note=f"median of {n} non-streamed calls per run after {warm} warm-up, "
-                  "openai client -> fake server on 127.0.0.1")
+                  "openai client -> fake server on 127.0.0.1", spread=pair.spread)
 
 
-BENCHMARKS = [plugin_suite, plugin_request]
+def plugin_sse_line(size: Size) -> Figure:
+    mb, reps = (1, 1) if size == "smoke" else (16, 5)
+    name = f"pytest plugin: one {mb} MB SSE line, on vs off"
+    why = _available()
+    if why:
+        return Figure(name, 0.0, None, "s", "ratio<=", 5.0, 0, note=why, skipped=True)
+    import httpx2
+
+    from omnillm_sim import BudgetTracker, catalogue
+    from pytest_omnillm import intercept
+    from pytest_omnillm.session import BudgetSession
+    from pytest_omnillm.settings import Budget
+
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 64, "stream": True, "stream_options": {"include_usage": True}}
+    with _fake_server() as server:
+        reply_cls = type(server.default)
+        server.default = reply_cls(big_chunk=mb * 1_000_000)
+        session = BudgetSession(
+            prices=catalogue("current"), default_max_output=4096,
+            session_budget=BudgetTracker.unlimited(), session_source="benchmark", enforce=True,
+        )
+        url = server.url + "/v1/chat/completions"
+
+        def read() -> float:
+            start = time.perf_counter()
+            with httpx2.Client() as client, client.stream("POST", url, json=body) as response:
+                for _ in response.iter_bytes():
+                    pass
+            return time.perf_counter() - start
+
+        def watched() -> float:
+            test = session.begin_test("bench::sse", Budget(10**9, "benchmark"))
+            intercept.push_handler(session)
+            try:
+                return read()
+            finally:
+                intercept.pop_handler(session)
+                session.end_test(test)
+                statuses = [r.status for r in test.requests]
+                if statuses != ["ok"]:
+                    raise RuntimeError(f"the plugin did not read the stream's usage: {statuses}")
+
+        ours, base = side_by_side(watched, read, reps)
+    return Figure(name, ours, base, "s", "ratio<=", 5.0, reps,
+                  note=f"median of {reps} reads; httpx2 stream -> fake server on 127.0.0.1, "
+                  "plugin handler active vs none")
+
+
+BENCHMARKS = [plugin_suite, plugin_request, plugin_sse_line]

@@ -18,19 +18,18 @@ N-request run, over N: per-run costs such as building 1,000 keys cancel out) wit
 against 1 key, per strategy, under both policies and with the checker on and off; each
 strategy's figure is its worst of the four.
 
-The million-request run happens in a child process (``python -m benchmarks.bench_sim
-million N``) so that its peak RSS is its own; the child reports its ``ru_maxrss`` (the same
-figure as ``VmHWM`` in /proc). ``RUSAGE_CHILDREN`` in the parent is not used: a forked child
-counts the parent's resident pages until it execs, so it over-reports.
+The million-request figure is the whole user command, ``omnillm-sim run SCENARIO --no-records
+--no-check --no-charts`` on a scenario file of one million requests, measured from outside
+(`benchmarks.harness.run_child`): wall time and the peak RSS the kernel reports for the
+exited process, so the metrics, the summary and the report files are included.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import resource
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import ciw
 import simpy
 
-from benchmarks.harness import Figure, Size, side_by_side
+from benchmarks.harness import Figure, Paired, Size, run_child, side_by_side
 from omnillm_sim.sim.engine import run
 from omnillm_sim.sim.scenario import Scenario, scenario_from_dict
 
@@ -108,7 +107,7 @@ def minimal_simpy(seed: int, rate: float, horizon: float) -> int:
     return count
 
 
-def _throughput(size: Size, check: bool) -> tuple[float, float, int, int]:
+def _throughput(size: Size, check: bool) -> tuple[Paired, int, int]:
     duration, reps = (5.0, 1) if size == "smoke" else (250.0, 7)
     scenario = throughput_scenario(duration)
     counts: dict[str, int] = {}
@@ -127,75 +126,102 @@ def _throughput(size: Size, check: bool) -> tuple[float, float, int, int]:
         counts["baseline"] = n
         return n / elapsed
 
-    a, b = side_by_side(ours, baseline, reps)
-    return a, b, counts["ours"], reps
+    pair = side_by_side(ours, baseline, reps)
+    return pair, counts["ours"], reps
 
 
 def sim_throughput(size: Size) -> Figure:
-    ours, base, n, reps = _throughput(size, check=False)
+    pair, n, reps = _throughput(size, check=False)
     return Figure(
         "simulator throughput, checker off (req/s)",
-        ours,
-        base,
+        pair.ours,
+        pair.baseline,
         "/s",
         "ratio>=",
         0.5,
         reps,
         note=f"{n:,} requests per repetition, 8 keys, omnillm-0.1.5, Poisson {RATE:g}/s; "
         "baseline: SimPy Resource + timeout per request",
+        spread=pair.spread,
     )
 
 
 def sim_throughput_checked(size: Size) -> Figure:
-    ours, base, n, reps = _throughput(size, check=True)
+    pair, n, reps = _throughput(size, check=True)
     return Figure(
         "simulator throughput, checker on (req/s)",
-        ours,
-        base,
+        pair.ours,
+        pair.baseline,
         "/s",
         "ratio>=",
         0.25,
         reps,
         note=f"{n:,} requests per repetition; the invariant checker runs after every event",
+        spread=pair.spread,
     )
 
 
-def million_child(requests: int) -> dict[str, float]:
-    """Run ``requests`` synthetic requests with records off; report wall time and peak RSS."""
-    scenario = throughput_scenario(requests / RATE, records=False)
-    start = time.perf_counter()
-    result = run(scenario, check=False)
-    elapsed = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {
-        "requests": result.metrics.arrivals,
-        "seconds": elapsed,
-        "peak_rss_mb": peak_kb / 1024,
-        "p99": result.metrics.p99 or 0.0,
-    }
+MILLION_SCENARIO = """\
+# bench_sim million run: {requests:,} Poisson requests through 8 keys, records off
+seed = 7
+duration = "{duration}s"
+records = false
+
+[gateway]
+policy = "omnillm-0.1.5"
+
+[[keys]]
+label = "key"
+count = 8
+rpm = 500
+tpm = 90000
+
+[budget]
+limit = "1000000.00"
+
+[requests]
+model = "gpt-4o"
+prompt_tokens = {{ dist = "lognormal", mean = 1200, cv = 1.0 }}
+output_tokens = {{ dist = "lognormal", mean = 300, cv = 0.8 }}
+max_output_tokens = 1024
+
+[workload]
+kind = "poisson"
+rate = "{rate}/s"
+
+[provider]
+ttft = {{ dist = "lognormal", mean = "0.6s", cv = 0.5 }}
+tokens_per_second = 60
+jitter = 0.2
+"""
 
 
 def million_run(size: Size) -> Figure:
     requests = 20_000 if size == "smoke" else 1_000_000
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_sim", "million", str(requests)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    info = json.loads(proc.stdout)
+    cli = Path(sys.executable).with_name("omnillm-sim")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "million.toml"
+        text = MILLION_SCENARIO.format(requests=requests, duration=requests / RATE, rate=RATE)
+        path.write_text(text, encoding="utf-8")
+        command = [str(cli), "run", str(path), "--no-records", "--no-check", "--no-charts",
+                   "--out", str(Path(tmp) / "report")]
+        child = run_child(command, cwd=ROOT)
+        summary = json.loads((Path(tmp) / "report" / "summary.json").read_text("utf-8"))
+    arrivals = _arrivals(summary)
     return Figure(
         f"{requests:,}-request run, records off: peak RSS (MB)",
-        info["peak_rss_mb"],
+        child.peak_rss_mb,
         None,
         "MB",
         "value<=",
         300.0,
         1,
-        note=f"{int(info['requests']):,} requests simulated in {info['seconds']:.1f} s wall "
-        f"({info['requests'] / info['seconds']:,.0f} req/s), checker off, in a child process",
-        extra={"seconds": info["seconds"], "requests": info["requests"]},
+        note=f"whole command `omnillm-sim run SCENARIO --no-records --no-check --no-charts`: "
+        f"{arrivals:,} requests in {child.seconds:.1f} s wall ({child.cpu_seconds:.1f} s CPU, "
+        f"{arrivals / child.seconds:,.0f} req/s incl. start-up and report); peak RSS of the "
+        "exited process (kernel ru_maxrss)",
+        extra={"seconds": child.seconds, "cpu_seconds": child.cpu_seconds,
+               "requests": float(arrivals)},
     )
 
 
@@ -255,7 +281,8 @@ def mmc_throughput(size: Size) -> Figure:
         waits["ciw"] = wait
         return n / elapsed
 
-    a, b = side_by_side(ours, baseline, reps)
+    pair = side_by_side(ours, baseline, reps)
+    a, b = pair
     return Figure(
         "M/M/c simulator throughput vs ciw (req/s)",
         a,
@@ -268,6 +295,7 @@ def mmc_throughput(size: Size) -> Figure:
         f"requests, checker off; mean wait ours {waits['ours']:.3f} s, ciw {waits['ciw']:.3f} "
         "s, Erlang C 0.5625 s",
         extra={"wait_ours": waits["ours"], "wait_ciw": waits["ciw"]},
+        spread=pair.spread,
     )
 
 
@@ -303,6 +331,7 @@ def key_count(strategy: str) -> Callable[[Size], Figure]:
     def bench(size: Size) -> Figure:
         requests, reps = (300, 1) if size == "smoke" else (4_000, 3)
         ratios: dict[str, float] = {}
+        spreads: dict[str, tuple[float, float] | None] = {}
         costs: dict[str, tuple[float, float]] = {}
         for policy in ("omnillm-0.1.5", "safe"):
             for check in (False, True):
@@ -314,8 +343,9 @@ def key_count(strategy: str) -> Callable[[Size], Figure]:
                 def one(p: str = policy, c: bool = check) -> float:
                     return _marginal_cost(1, strategy, p, c, requests)
 
-                a, b = side_by_side(many, one, reps)
-                ratios[label], costs[label] = a / b, (a, b)
+                pair = side_by_side(many, one, reps)
+                a, b = pair
+                ratios[label], costs[label], spreads[label] = a / b, (a, b), pair.spread
         worst = max(ratios, key=lambda k: ratios[k])
         a, b = costs[worst]
         return Figure(
@@ -329,10 +359,24 @@ def key_count(strategy: str) -> Callable[[Size], Figure]:
             note="worst of " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
             + f"; marginal CPU per request ({requests:,} vs {2 * requests:,} requests)",
             extra={f"ratio {k}": v for k, v in ratios.items()},
+            spread=spreads[worst],
         )
 
     bench.__name__ = f"key_count_{strategy.replace('-', '_')}"
     return bench
+
+
+def _arrivals(summary: dict[str, Any]) -> int:
+    """The request count in a run's summary.json (searched, so the layout may evolve)."""
+    stack: list[Any] = [summary]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in ("arrivals", "requests"):
+                if isinstance(item.get(key), int):
+                    return int(item[key])
+            stack.extend(item.values())
+    raise ValueError("summary.json has no request count")
 
 
 BENCHMARKS = [
@@ -343,9 +387,3 @@ BENCHMARKS = [
     million_run,
 ]
 
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "million":
-        print(json.dumps(million_child(int(sys.argv[2]))))
-    else:
-        raise SystemExit("usage: python -m benchmarks.bench_sim million N")

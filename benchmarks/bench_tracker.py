@@ -43,39 +43,41 @@ def _handle_pair(tracker: BudgetTracker, n: int) -> None:
 
 def seed_pair(size: Size) -> Figure:
     n, reps = (2_000, 3) if size == "smoke" else (200_000, 7)
-    ours, base = side_by_side(
+    pair = side_by_side(
         timed(lambda: _seed_pair(BudgetTracker.unlimited(), n)),
         timed(lambda: _seed_pair(LockedBaseline(2**64), n)),
         reps,
     )
     return Figure(
         "tracker try_reserve+settle (1 thread)",
-        ours,
-        base,
+        pair.ours,
+        pair.baseline,
         "s",
         "ratio<=",
         1.5,
         reps,
         note=f"{n:,} pairs per repetition",
+        spread=pair.spread,
     )
 
 
 def handle_pair(size: Size) -> Figure:
     n, reps = (2_000, 3) if size == "smoke" else (200_000, 7)
-    ours, base = side_by_side(
+    pair = side_by_side(
         timed(lambda: _handle_pair(BudgetTracker.unlimited(), n)),
         timed(lambda: _seed_pair(LockedBaseline(2**64), n)),
         reps,
     )
     return Figure(
         "tracker reserve+Reservation.settle",
-        ours,
-        base,
+        pair.ours,
+        pair.baseline,
         "s",
         "ratio<=",
         2.5,
         reps,
         note=f"{n:,} pairs per repetition",
+        spread=pair.spread,
     )
 
 

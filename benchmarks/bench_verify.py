@@ -3,11 +3,23 @@
 Absolute figures (no baseline exists): seconds per run, median of a few repetitions. Run with
 ``python benchmarks/bench_verify.py [--smoke]``; ``BENCHMARKS`` plugs into ``python -m
 benchmarks`` like the other modules.
+
+The million-operation figure runs in a child process (``python -m benchmarks.bench_verify
+million N``, measured from outside by `benchmarks.harness.run_child`): 8 real threads record
+N operations on one `BudgetTracker` (limit 1,000 micro-dollars, estimates 50-400, each
+admitted call released or settled at cost 0 so that the budget stays contended all run, and
+5% of them ended a second time, which fails), with Python's default thread switch interval;
+then `check_history` on it (wall and CPU time), then on the same history with one result
+flipped (a settle in the middle that succeeded, recorded as failed: no order explains it,
+since the same thread's reserve returned before), whose reason must name that settle. The
+peak RSS is the whole child's: threads, history and both checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import random
 import statistics
 import sys
@@ -15,11 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import Figure, Size, timed
+from benchmarks.harness import ChildRun, Figure, Size, run_child, timed
 from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.verify.explore import explore_exhaustive
 from omnillm_sim.verify.linearizability import (
@@ -225,6 +238,147 @@ def check_rejection(size: Size) -> Figure:
     )
 
 
+def contended_history(ops: int, threads: int = 8, seed: int = 0) -> History:
+    """``ops`` operations of 8 real threads on one contended budget (see the module doc)."""
+    recorder = HistoryRecorder()
+    budget = recorder.wrap(BudgetTracker.from_micros(1_000, name="b"))
+    issued = itertools.count()
+
+    def client(k: int) -> None:
+        rng = random.Random(seed * 1_000 + k)
+        while next(issued) < ops:
+            r = budget.reserve(rng.randint(50, 400), client=k)
+            if r is None:
+                continue
+            next(issued)
+            if rng.random() < 0.3:
+                budget.release(r, client=k)
+            else:
+                budget.settle(r, 0, client=k)
+            if rng.random() < 0.05:
+                next(issued)
+                budget.release(r, client=k)  # a second end: fails
+
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return recorder.history()
+
+
+def _mean_in_flight(operations: list[Operation]) -> float:
+    """How many other calls are in flight, on average, when a call returns."""
+    events = sorted(
+        [(op.call, 0) for op in operations] + [(op.ret, 1) for op in operations if op.ret]
+    )
+    in_flight = total = returns = 0
+    for _, kind in events:
+        if kind == 0:
+            in_flight += 1
+        else:
+            in_flight -= 1
+            total += in_flight
+            returns += 1
+    return total / max(returns, 1)
+
+
+def million_child(ops: int) -> dict[str, object]:
+    """Record, check, flip one result, check again; print the figures as JSON."""
+    start = time.perf_counter()
+    history = contended_history(ops)
+    recorded = time.perf_counter() - start
+    operations = list(history.operations)
+    overlapping = _mean_in_flight(operations)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = check_history(history)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    part = result.partitions[0]
+    k = next(
+        i
+        for i in range(len(operations) // 2, len(operations))
+        if operations[i].op == "settle" and operations[i].result == "ok"
+    )
+    flipped = dataclasses.replace(operations[k], result="error")
+    operations[k] = flipped
+    bad = History(history.limits, tuple(operations))
+    bad_wall, bad_cpu = time.perf_counter(), time.process_time()
+    rejected = check_history(bad)
+    bad_wall, bad_cpu = time.perf_counter() - bad_wall, time.process_time() - bad_cpu
+    return {
+        "operations": len(operations),
+        "overlapping": overlapping,
+        "record_s": recorded,
+        "ok": result.ok,
+        "check_s": wall,
+        "check_cpu_s": cpu,
+        "searched": part.searched,
+        "rejected": not rejected.ok,
+        "explained": flipped.describe() in rejected.reason,
+        "reject_s": bad_wall,
+        "reject_cpu_s": bad_cpu,
+        "reject_searched": rejected.partitions[0].searched,
+        "reason": rejected.reason,
+    }
+
+
+_MILLION: dict[str, tuple[ChildRun, dict[str, Any]]] = {}  # one child run feeds both rows
+
+
+def _million(size: Size) -> tuple[ChildRun, dict[str, Any]]:
+    if size not in _MILLION:
+        n = 20_000 if size == "smoke" else 1_000_000
+        child = run_child([sys.executable, "-m", "benchmarks.bench_verify", "million", str(n)])
+        _MILLION[size] = (child, json.loads(child.stdout))
+    return _MILLION[size]
+
+
+def check_million(size: Size) -> Figure:
+    """CPU seconds of the check (the wall time, printed beside, also counts other jobs)."""
+    child, info = _million(size)
+    assert info["ok"], "the recorded history must be linearizable"
+    assert info["rejected"] and info["explained"], info["reason"]
+    return Figure(
+        f"linearizability: {info['operations']:,} ops, 8 threads (CPU s)",
+        info["check_cpu_s"],
+        None,
+        "s",
+        "value<=",
+        10.0,
+        1,
+        note=f"check {info['check_cpu_s']:.1f} s CPU ({info['check_s']:.1f} s wall; "
+        f"{info['searched']:,} operations re-decided by the search); recording took "
+        f"{info['record_s']:.1f} s; on average {info['overlapping']:.1f} other calls in "
+        "flight at a return; "
+        f"one settle flipped to failed: rejected and named in {info['reject_cpu_s']:.1f} s "
+        f"CPU ({info['reject_s']:.1f} s wall); peak RSS of the whole child "
+        f"{child.peak_rss_mb:,.0f} MB (target 1,024 MB)",
+        extra={
+            "check_cpu_s": info["check_cpu_s"],
+            "reject_s": info["reject_s"],
+            "reject_cpu_s": info["reject_cpu_s"],
+            "peak_rss_mb": child.peak_rss_mb,
+            "searched": float(info["searched"]),
+        },
+    )
+
+
+def check_million_memory(size: Size) -> Figure:
+    """Peak RSS of the same child (a separate row so that both targets show)."""
+    child, info = _million(size)
+    return Figure(
+        f"linearizability: {info['operations']:,} ops: peak RSS (MB)",
+        child.peak_rss_mb,
+        None,
+        "MB",
+        "value<=",
+        1024.0,
+        1,
+        note="whole child process (8 threads recording, the history, both checks), "
+        f"kernel ru_maxrss; {child.seconds:.0f} s wall for the whole child",
+    )
+
+
 BENCHMARKS = [
     explore_cas,
     explore_check_then_act,
@@ -236,6 +390,8 @@ BENCHMARKS = [
     check_hundred_budgets,
     check_threads,
     check_rejection,
+    check_million,
+    check_million_memory,
 ]
 
 
@@ -254,4 +410,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "million":
+        print(json.dumps(million_child(int(sys.argv[2]))))
+        raise SystemExit(0)
     raise SystemExit(main())

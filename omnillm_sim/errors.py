@@ -12,9 +12,18 @@ attributes and builds its own message::
     ├── BudgetExceeded                        a reservation the budget cannot hold
     ├── ReservationStateError (RuntimeError)  settle/release of a reservation that already ended
     └── InvariantViolation (AssertionError)   a budget or gateway invariant failed
+
+Re-creation: SimPy re-raises an exception thrown inside a process as ``type(exc)(*exc.args)``,
+and pickling (process pools, Dask) rebuilds it the same way. Our constructors take structured
+arguments (``TraceError(path, line, ...)``), so ``args`` holds one string instead: the message,
+as a `str` subclass that also carries the exception's attributes. Calling the class with that
+message alone rebuilds an equal exception (same type, message and attributes), for every
+subclass, including ones defined outside this module.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BudgetExceeded",
@@ -29,8 +38,33 @@ __all__ = [
 ]
 
 
-class OmniLLMError(Exception):
-    """Root of every exception omnillm-sim raises on purpose."""
+class _Message(str):
+    """An exception's message that remembers the exception's attributes (see the docstring)."""
+
+    state: dict[str, Any]
+
+
+class _Rebuildable(type):
+    """Metaclass of `OmniLLMError`: ``cls(message)`` with a `_Message` rebuilds the exception."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and type(args[0]) is _Message:
+            exc = cls.__new__(cls, args[0])  # type: ignore[call-overload]
+            exc.__dict__.update(args[0].state)
+            return exc
+        exc = super().__call__(*args, **kwargs)
+        if len(exc.args) == 1 and isinstance(exc.args[0], str):
+            message = _Message(exc.args[0])
+            message.state = exc.__dict__
+            exc.args = (message,)
+        return exc
+
+
+class OmniLLMError(Exception, metaclass=_Rebuildable):
+    """Root of every exception omnillm-sim raises on purpose.
+
+    ``type(exc)(*exc.args)`` and ``pickle`` give back an equal exception (see the docstring).
+    """
 
 
 class InvalidValueError(OmniLLMError, ValueError):

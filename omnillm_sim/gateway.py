@@ -153,17 +153,23 @@ class Outcome:
     ``retry_after`` is the raw ``retry-after`` header (a string; each policy parses it its own
     way) or a number of seconds.
 
+    ``cost`` (µ$), when set, is what the provider really billed (a replayed log's bill): the
+    gateway charges exactly that, for any outcome, instead of pricing or guessing.
+
     Raises:
         InvalidValueError: a status outside 400-599, a negative or non-finite numeric
-            retry_after, a usage that is not a `Usage`.
+            retry_after, a usage that is not a `Usage`, a cost that is not an int >= 0.
     """
 
     kind: OutcomeKind
     usage: Usage | None = None
     status: int | None = None
     retry_after: float | str | None = None
+    cost: MicroDollar | None = None
 
     def __post_init__(self) -> None:
+        if self.cost is not None:
+            non_negative_int("cost", self.cost)
         if self.kind not in _KINDS:
             raise InvalidValueError("kind", self.kind, "is not an outcome kind")
         if self.usage is not None and not isinstance(self.usage, Usage):
@@ -636,6 +642,8 @@ class Gateway:
 
     def _charge(self, admission: Admission, outcome: Outcome) -> MicroDollar:
         request, est = admission.request, admission.estimate
+        if outcome.cost is not None:
+            return outcome.cost  # a replayed log's bill: the fact, whatever the outcome
         if outcome.kind in ("ok", "completed_then_cancelled"):
             assert outcome.usage is not None
             return self._prices.cost(request.model, outcome.usage)

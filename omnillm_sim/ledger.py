@@ -19,6 +19,11 @@ Every decision is kept in the ``entries`` table (rejections included, with ``use
 moment), so an audit can check each admission against the limit (invariant I5). Counters
 follow `BudgetStats` and invariants I1-I5 of DESIGN.md section 4; `Ledger.check` recomputes
 I1 from the entries. The ledger never reads a clock.
+
+A ledger is marked with SQLite's application id (`APPLICATION_ID`); ledgers made before that
+are recognised by their tables. Any other file (another program's database, a text file) is
+refused before anything is written to it, so opening the wrong path never converts a foreign
+database to WAL mode.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +44,17 @@ from omnillm_sim.errors import (
     ConfigError,
     InvalidValueError,
     InvariantViolation,
+    OmniLLMError,
     ReservationStateError,
 )
 from omnillm_sim.money import MicroDollar
 
-__all__ = ["Ledger", "LedgerEntry", "LedgerReservation"]
+__all__ = ["APPLICATION_ID", "Ledger", "LedgerEntry", "LedgerReservation"]
+
+APPLICATION_ID = 0x4F4C4C4D
+"""SQLite ``PRAGMA application_id`` of a ledger file ("OLLM")."""
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = {"meta", "totals", "entries"}
 
 EntryState = Literal["open", "settled", "released", "rejected"]
 _SCHEMA_VERSION = 1
@@ -76,6 +88,49 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_open ON entries (owner) WHERE state = 'open';
 """
+
+
+def _identify(path: str) -> None:
+    """Refuse, before SQLite opens it for writing, a file that is not one of our ledgers.
+
+    Reads the header's application id; a ledger from before the id existed is recognised by
+    its tables (read through a read-only connection). A missing or empty file is a new ledger.
+
+    Raises:
+        ConfigError: not SQLite, another application's id, or other tables.
+    """
+    if path == ":memory:" or path.startswith("file:") or not os.path.exists(path):
+        return
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise ConfigError("ledger", path, f"cannot be read: {exc.strerror or exc}") from None
+    if not header:
+        return
+    if not header.startswith(_SQLITE_MAGIC) or len(header) < 100:
+        raise ConfigError("ledger", path, "is not an omnillm-sim ledger (not a SQLite database); "
+                          "refusing to touch it")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id == APPLICATION_ID:
+        return
+    if app_id != 0:
+        raise ConfigError("ledger", path, f"is not an omnillm-sim ledger (SQLite application id "
+                          f"{app_id:#x}); refusing to touch it")
+    try:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            tables = {row[0] for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError("ledger", path, f"is not a readable SQLite database ({exc})") from None
+    if tables and not tables >= _TABLES:
+        shown = ", ".join(sorted(tables)[:5])
+        raise ConfigError("ledger", path, f"is not an omnillm-sim ledger (its tables are {shown}"
+                          "); refusing to touch it")
 
 
 def _amount(name: str, value: object) -> int:
@@ -165,7 +220,9 @@ class Ledger:
         self.path = str(path)
         self.name = name
         self.owner = owner if owner is not None else f"pid:{os.getpid()}"
+        self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
+        _identify(self.path)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -189,9 +246,14 @@ class Ledger:
                 db.execute(
                     "INSERT INTO meta VALUES ('limit', ?), ('version', ?)", (limit, _SCHEMA_VERSION)
                 )
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute("INSERT INTO totals (id) VALUES (1)")
                 return limit
-            stored = int(row[0])
+            stored = row[0]
+            if type(stored) is not int or stored < 0:
+                raise ConfigError("limit", stored, "must be an int of micro-dollars >= 0 (the "
+                                  "ledger file was changed outside omnillm-sim?)",
+                                  source=self.path)
             if limit is not None and limit != stored:
                 raise ConfigError(
                     "limit", limit, f"differs from the ledger's limit {stored}", source=self.path
@@ -205,13 +267,23 @@ class Ledger:
             self._ledger = ledger
 
         def __enter__(self) -> sqlite3.Connection:
-            self._ledger._lock.acquire()
+            ledger = self._ledger
+            ledger._lock.acquire()
             try:
-                self._ledger._db.execute("BEGIN IMMEDIATE")
+                ledger._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                ledger._lock.release()
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise OmniLLMError(
+                    f"{ledger.path}: the ledger's lock was held by another process for more "
+                    f"than {ledger.busy_timeout:g} s ({exc}); is a process stuck in a "
+                    "transaction on this file?"
+                ) from None
             except BaseException:
-                self._ledger._lock.release()
+                ledger._lock.release()
                 raise
-            return self._ledger._db
+            return ledger._db
 
         def __exit__(
             self,
@@ -371,15 +443,19 @@ class Ledger:
             InvariantViolation: SQLite's integrity check fails, or the counters disagree
                 with the entries.
         """
-        with self._transaction() as db:
-            status = db.execute("PRAGMA integrity_check").fetchone()[0]
-            t = self._totals(db)
-            spent, open_reserved, open_count = db.execute(
-                "SELECT COALESCE(SUM(CASE WHEN state IN ('settled', 'released')"
-                " THEN actual END), 0),"
-                " COALESCE(SUM(CASE WHEN state = 'open' THEN estimate END), 0),"
-                " COUNT(CASE WHEN state = 'open' THEN 1 END) FROM entries"
-            ).fetchone()
+        try:
+            with self._transaction() as db:
+                status = "; ".join(
+                    str(row[0]) for row in db.execute("PRAGMA integrity_check(5)"))
+                t = self._totals(db)
+                spent, open_reserved, open_count = db.execute(
+                    "SELECT COALESCE(SUM(CASE WHEN state IN ('settled', 'released')"
+                    " THEN actual END), 0),"
+                    " COALESCE(SUM(CASE WHEN state = 'open' THEN estimate END), 0),"
+                    " COUNT(CASE WHEN state = 'open' THEN 1 END) FROM entries"
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:  # a corrupted page stops the queries themselves
+            raise InvariantViolation("integrity", f"{self.path}: {exc}") from None
         if status != "ok":
             raise InvariantViolation("integrity", f"{self.path}: {status}")
         if (t["spent"], t["open_reserved"], t["open_count"]) != (spent, open_reserved, open_count):

@@ -17,31 +17,50 @@ path ends with         provider/kind    output bound in the body
 ``/messages``          anthropic/msgs   ``max_tokens`` (required by the API)
 =====================  ===============  ===============================================
 
-The prompt bound is the size of the whole JSON body in bytes (every prompt byte is in it; a
-byte-level tokenizer never emits a token for less than a byte), plus the estimator's
+The prompt bound is the size of the whole (decoded) JSON body in bytes (every prompt byte is
+in it; a byte-level tokenizer never emits a token for less than a byte), plus the estimator's
 per-message template allowance. Images referenced by URL are not bounded by their URL's size:
 such requests may cost more than the estimate, which the plugin's teardown check reports.
 
-Usage (`Usage.input_tokens` excludes cache reads and writes):
+Request bodies sent with ``Content-Encoding`` gzip, deflate (and br / zstd when a module that
+decodes them with bounded output is importable: ``brotli`` >= 1.2, ``compression.zstd`` or
+``backports.zstd``) are decoded first. A body that still cannot be read (another encoding,
+not JSON, not an object, no model) gives a `ParsedRequest` with ``problem`` set: under a budget
+the plugin refuses it, since it cannot be priced.
 
-* OpenAI chat/completions/embeddings: ``prompt_tokens`` minus
+Usage (`Usage.input_tokens` excludes cache reads and writes). A usage is trusted only when every
+count its cost needs is present and a non-negative int (not null, not a float, not a bool);
+anything else raises `UsageParseError`, and the plugin keeps the reservation. Breakdowns that
+the APIs document as optional (cached tokens, cache writes) count as 0 when absent or null:
+
+* OpenAI chat/completions/embeddings: ``prompt_tokens`` (required) minus
   ``prompt_tokens_details.cached_tokens`` (a subset), cached tokens as cache reads,
-  ``completion_tokens`` (reasoning included) as output. Streams: the chunk carrying ``usage``
-  (sent only when the request asked for ``stream_options.include_usage``).
+  ``completion_tokens`` (required except for embeddings; reasoning included) as output.
+  Streams: the last chunk carrying ``usage`` (sent only when the request asked for
+  ``stream_options.include_usage``).
 * OpenAI responses: ``input_tokens`` / ``input_tokens_details.cached_tokens`` /
   ``output_tokens``; streams: the ``response.completed`` (or ``.incomplete``/``.failed``)
   event's ``response.usage``.
-* Anthropic: ``input_tokens``, ``cache_read_input_tokens``, ``cache_creation`` 5-minute and
-  1-hour writes (or ``cache_creation_input_tokens`` as 5-minute writes), ``output_tokens``.
-  Streams: the ``message_start`` usage with fields replaced by the *last* ``message_delta``
-  usage (cumulative counts, never summed); no ``message_delta`` means no final usage.
+* Anthropic: ``input_tokens`` and ``output_tokens`` (required), ``cache_read_input_tokens``,
+  ``cache_creation`` 5-minute and 1-hour writes (never less in total than
+  ``cache_creation_input_tokens``). Streams: the ``message_start`` usage with fields replaced
+  by the non-null fields of the *last* ``message_delta`` usage (cumulative counts, never
+  summed), whose ``output_tokens`` must be a count; no ``message_delta`` means no final usage.
+
+Streams are read in time linear in their size with bounded memory: only events that can carry
+usage (their data mentions ``usage`` or ``error``, or has a ``\\u`` escape) are decoded, and
+an event or line longer than `MAX_EVENT_BYTES` is skipped without being kept. If such a skipped
+event could have been the last usage, the usage is not trusted. Compressed bodies are inflated
+in pieces of at most 64 KiB, so a compression bomb cannot grow the plugin's memory.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,10 +68,12 @@ from omnillm_sim.estimate import EstimateRequest, omnillm_prompt_bytes
 from omnillm_sim.pricing import Usage
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "Endpoint",
     "ParsedRequest",
     "UsageParseError",
     "UsageReader",
+    "decode_body",
     "match_endpoint",
     "parse_request",
     "usage_from_anthropic",
@@ -70,12 +91,16 @@ _SUFFIXES: tuple[tuple[str, Provider, Kind], ...] = (
     ("/messages", "anthropic", "messages"),
 )
 _LEGACY_COMPLETIONS_DEFAULT_MAX_TOKENS = 16
-_MAX_BODY = 64 * 1024 * 1024  # a JSON body larger than this is not buffered for parsing
+_MAX_BODY = 64 * 1024 * 1024  # a JSON response body larger than this is not buffered
+_MAX_REQUEST = 256 * 1024 * 1024  # a request body decoding to more than this is unreadable
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+"""The longest server-sent-event line or event the reader keeps; longer ones are skipped."""
+_PIECE = 64 * 1024  # decompressed output is produced in pieces of at most this size
 
 
 class UsageParseError(ValueError):
-    """A response body or usage object the plugin cannot understand (reported, never raised
-    into the application)."""
+    """A body or usage object the plugin cannot understand (reported, never raised into the
+    application)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,18 +128,184 @@ def match_endpoint(method: str, path: str) -> Endpoint | None:
     return None
 
 
+# -- content encodings -------------------------------------------------------------------------
+
+
+def _inflater(coding: str) -> Callable[[bytes], Iterator[bytes]]:
+    gzip = coding in ("gzip", "x-gzip")
+    state: dict[str, Any] = {"z": zlib.decompressobj(zlib.MAX_WBITS | 16 if gzip else 15)}
+    state["fresh"] = not gzip  # "deflate" is zlib-wrapped, but some servers send raw deflate
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        z = state["z"]
+        if state["fresh"] and data:
+            state["fresh"] = False
+            try:
+                out = z.decompress(data, _PIECE)
+            except zlib.error:
+                z = state["z"] = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = z.decompress(data, _PIECE)
+            yield out
+            data = z.unconsumed_tail
+            if not data and len(out) < _PIECE:
+                return
+        # A full piece may leave output inside zlib even when all input was taken.
+        while True:
+            out = z.decompress(data, _PIECE)
+            yield out
+            data = z.unconsumed_tail
+            if (not data and len(out) < _PIECE) or z.eof:
+                return
+
+    return pieces
+
+
+def _brotli_module() -> Any:
+    for name in ("brotli", "brotlicffi"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        # brotli >= 1.2 can bound its output; older versions cannot, so they are not used.
+        if hasattr(module.Decompressor(), "can_accept_more_data"):
+            return module
+    return None
+
+
+def _zstd_class() -> Any:
+    for name in ("compression.zstd", "backports.zstd"):
+        try:
+            return importlib.import_module(name).ZstdDecompressor
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _unbrotli() -> Callable[[bytes], Iterator[bytes]] | None:
+    module = _brotli_module()
+    if module is None:
+        return None
+    d = module.Decompressor()
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        yield d.process(data, output_buffer_limit=_PIECE)
+        while not d.can_accept_more_data():
+            yield d.process(b"", output_buffer_limit=_PIECE)
+
+    return pieces
+
+
+def _unzstd() -> Callable[[bytes], Iterator[bytes]] | None:
+    cls = _zstd_class()
+    if cls is None:
+        return None
+    d = cls()
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        while not d.eof:
+            out = d.decompress(data, _PIECE)
+            data = b""
+            yield out
+            if d.needs_input:
+                return
+
+    return pieces
+
+
+_MODULE_HINT = {
+    "br": "needs the 'brotli' module (>= 1.2) to read it",
+    "zstd": "needs 'compression.zstd' (Python 3.14) or the 'backports.zstd' module to read it",
+}
+
+
+class _Decoder:
+    """Undo ``Content-Encoding`` on a body fed in chunks, yielding bounded pieces.
+
+    Raises:
+        UsageParseError: an encoding it cannot undo (unknown, or br/zstd without a module),
+            and (from `pieces`) corrupt compressed data.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        self._stages: list[Callable[[bytes], Iterator[bytes]]] = []
+        for coding in reversed([c for c in codings if c != "identity"]):  # last applied first
+            stage: Callable[[bytes], Iterator[bytes]] | None
+            if coding in ("gzip", "x-gzip", "deflate"):
+                stage = _inflater(coding)
+            elif coding == "br":
+                stage = _unbrotli()
+            elif coding == "zstd":
+                stage = _unzstd()
+            else:
+                raise UsageParseError(f"unsupported Content-Encoding {encoding!r}")
+            if stage is None:
+                raise UsageParseError(f"Content-Encoding {coding!r} {_MODULE_HINT[coding]}")
+            self._stages.append(stage)
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``data`` (the next raw chunk), in pieces of bounded size."""
+        try:
+            yield from self._through(0, data)
+        except UsageParseError:
+            raise
+        except Exception as exc:  # zlib.error, brotli.error, ZstdError, ...
+            raise UsageParseError(f"cannot decompress the body ({exc})") from None
+
+    def _through(self, stage: int, data: bytes) -> Iterator[bytes]:
+        if stage == len(self._stages):
+            if data:
+                yield data
+            return
+        for piece in self._stages[stage](data):
+            if piece:
+                yield from self._through(stage + 1, piece)
+
+
+def decode_body(body: bytes, encoding: str, limit: int | None = None) -> bytes:
+    """``body`` with its ``Content-Encoding`` undone, refusing to grow past ``limit`` bytes
+    (default 256 MiB).
+
+    Raises:
+        UsageParseError: an encoding it cannot undo, corrupt data, or more than ``limit`` bytes.
+    """
+    if limit is None:
+        limit = _MAX_REQUEST
+    decoder = _Decoder(encoding)
+    if not decoder._stages:
+        return body
+    out = bytearray()
+    for piece in decoder.pieces(body):
+        out += piece
+        if len(out) > limit:
+            raise UsageParseError(f"it decodes to more than {limit} bytes")
+    return bytes(out)
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
-    """A request body reduced to what pricing needs; ``model`` is ``None`` when absent."""
+    """A request body reduced to what pricing needs; ``model`` is ``None`` when absent.
+
+    ``problem`` says why the body could not be priced (``estimate_request`` is then ``None``).
+    """
 
     endpoint: Endpoint
     model: str | None
     estimate_request: EstimateRequest | None
     stream: bool
+    problem: str = ""
 
 
 def _count(value: object) -> int | None:
-    return value if type(value) is int and value >= 0 else None
+    """A token bound from a request field: an int >= 0, or a finite float >= 0 rounded up."""
+    if type(value) is int:
+        return value if value >= 0 else None
+    if type(value) is float and math.isfinite(value) and value >= 0:
+        return math.ceil(value)
+    return None
 
 
 def _output_bound(kind: Kind, body: Mapping[str, Any]) -> int | None:
@@ -149,22 +340,43 @@ def _messages(kind: Kind, body: Mapping[str, Any]) -> int:
     return max(count, 1)
 
 
-def parse_request(endpoint: Endpoint, body: bytes) -> ParsedRequest:
+def _deployment(path: str) -> str | None:
+    # Azure OpenAI names the model by its deployment in the path, not in the body.
+    parts = path.split("/")
+    if "deployments" in parts:
+        i = parts.index("deployments")
+        if i + 1 < len(parts) and parts[i + 1]:
+            return parts[i + 1]
+    return None
+
+
+def parse_request(endpoint: Endpoint, body: bytes, content_encoding: str = "") -> ParsedRequest:
     """Read model, output bound, message count and ``stream`` from a request body.
 
-    A body that is not a JSON object gives ``model=None`` and no estimate request (the
-    provider will reject it; the plugin lets it through and reports it).
+    A body the plugin cannot read gives no estimate request and a ``problem`` saying why
+    (the plugin refuses it under a budget and lets it through, recorded, without one).
     """
+    unreadable = ParsedRequest(endpoint, None, None, False)
+    if content_encoding.strip():
+        try:
+            body = decode_body(body, content_encoding)
+        except UsageParseError as exc:
+            why = f"cannot decode the request body (Content-Encoding {content_encoding!r}): {exc}"
+            return _with_problem(unreadable, why)
     try:
         data = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
-        data = None
+        return _with_problem(unreadable, f"request body is not JSON: {body[:40]!r}")
     if not isinstance(data, dict):
-        return ParsedRequest(endpoint, None, None, False)
+        return _with_problem(unreadable, f"request body is not a JSON object: {body[:40]!r}")
     model = data.get("model")
     stream = data.get("stream") is True
+    if model is None:
+        model = _deployment(endpoint.path)
     if not isinstance(model, str) or not model.strip():
-        return ParsedRequest(endpoint, None, None, stream)
+        return ParsedRequest(
+            endpoint, None, None, stream, f"request body has no model (model={model!r})"
+        )
     request = EstimateRequest(
         model=model,
         prompt_bytes=len(body),
@@ -183,15 +395,22 @@ def _omnillm_bytes(kind: Kind, body: Mapping[str, Any]) -> int | None:
     return omnillm_prompt_bytes(body, wire)  # type: ignore[arg-type]
 
 
+def _with_problem(parsed: ParsedRequest, problem: str) -> ParsedRequest:
+    return ParsedRequest(parsed.endpoint, parsed.model, None, parsed.stream, problem)
+
+
 # -- usage -------------------------------------------------------------------------------------
 
 
-def _tokens(usage: Mapping[str, Any], key: str, where: str) -> int:
+def _tokens(usage: Mapping[str, Any], key: str, where: str, *, required: bool) -> int:
     value = usage.get(key)
     if value is None:
+        if required:
+            state = "null" if key in usage else "missing"
+            raise UsageParseError(f"{where}.{key} is {state}: the cost cannot be known")
         return 0
     if type(value) is not int or value < 0:
-        raise UsageParseError(f"{where}.{key}: expected a token count, got {value!r}")
+        raise UsageParseError(f"{where}.{key}: expected a token count (int >= 0), got {value!r}")
     return value
 
 
@@ -200,26 +419,28 @@ def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def usage_from_openai(usage: object) -> Usage:
+def usage_from_openai(usage: object, *, embeddings: bool = False) -> Usage:
     """An OpenAI ``usage`` object (chat/completions/embeddings or responses style) as `Usage`.
 
+    ``embeddings``: the usage of an embeddings call, which has no output count.
+
     Raises:
-        UsageParseError: not an object, or a count that is not an int >= 0.
+        UsageParseError: not an object, or a needed count missing, null or not an int >= 0.
     """
     if not isinstance(usage, Mapping):
-        raise UsageParseError(f"usage: expected an object, got {usage!r}")
-    if "prompt_tokens" in usage:
-        prompt = _tokens(usage, "prompt_tokens", "usage")
+        raise UsageParseError(f"usage: expected an object, got {usage!r:.80}")
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        prompt = _tokens(usage, "prompt_tokens", "usage", required=True)
         details = _details(usage, "prompt_tokens_details")
-        cached = _tokens(details, "cached_tokens", "usage.prompt_tokens_details")
-        output = _tokens(usage, "completion_tokens", "usage")
-    elif "input_tokens" in usage:
-        prompt = _tokens(usage, "input_tokens", "usage")
+        cached = _tokens(details, "cached_tokens", "usage.prompt_tokens_details", required=False)
+        output = _tokens(usage, "completion_tokens", "usage", required=not embeddings)
+    elif "input_tokens" in usage or "output_tokens" in usage:
+        prompt = _tokens(usage, "input_tokens", "usage", required=True)
         details = _details(usage, "input_tokens_details")
-        cached = _tokens(details, "cached_tokens", "usage.input_tokens_details")
-        output = _tokens(usage, "output_tokens", "usage")
+        cached = _tokens(details, "cached_tokens", "usage.input_tokens_details", required=False)
+        output = _tokens(usage, "output_tokens", "usage", required=not embeddings)
     else:
-        raise UsageParseError(f"usage: no prompt_tokens or input_tokens in {dict(usage)!r}")
+        raise UsageParseError(f"usage: no prompt_tokens or input_tokens in {dict(usage)!r:.120}")
     if cached > prompt:
         raise UsageParseError(f"usage: cached_tokens={cached} > prompt tokens {prompt}")
     return Usage(
@@ -231,65 +452,62 @@ def usage_from_anthropic(usage: object) -> Usage:
     """An Anthropic ``usage`` object as `Usage` (``input_tokens`` already excludes the cache).
 
     Raises:
-        UsageParseError: not an object, or a count that is not an int >= 0.
+        UsageParseError: not an object, or a needed count missing, null or not an int >= 0.
     """
     if not isinstance(usage, Mapping):
-        raise UsageParseError(f"usage: expected an object, got {usage!r}")
-    if "input_tokens" not in usage or "output_tokens" not in usage:
-        raise UsageParseError(f"usage: no input_tokens/output_tokens in {dict(usage)!r}")
+        raise UsageParseError(f"usage: expected an object, got {usage!r:.80}")
+    total = _tokens(usage, "cache_creation_input_tokens", "usage", required=False)
     creation = _details(usage, "cache_creation")
-    if creation:
-        write_5m = _tokens(creation, "ephemeral_5m_input_tokens", "usage.cache_creation")
-        write_1h = _tokens(creation, "ephemeral_1h_input_tokens", "usage.cache_creation")
-    else:
-        write_5m = _tokens(usage, "cache_creation_input_tokens", "usage")
-        write_1h = 0
+    where = "usage.cache_creation"
+    write_5m = _tokens(creation, "ephemeral_5m_input_tokens", where, required=False)
+    write_1h = _tokens(creation, "ephemeral_1h_input_tokens", where, required=False)
+    # Never charge fewer writes than the total says (a breakdown with nulls, or none).
+    write_5m = max(write_5m, total - write_1h)
     return Usage(
-        input_tokens=_tokens(usage, "input_tokens", "usage"),
-        output_tokens=_tokens(usage, "output_tokens", "usage"),
-        cache_read_tokens=_tokens(usage, "cache_read_input_tokens", "usage"),
+        input_tokens=_tokens(usage, "input_tokens", "usage", required=True),
+        output_tokens=_tokens(usage, "output_tokens", "usage", required=True),
+        cache_read_tokens=_tokens(usage, "cache_read_input_tokens", "usage", required=False),
         cache_write_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
         shape="anthropic",
     )
 
 
-class _Decoder:
-    """Undo ``Content-Encoding`` (identity, gzip, deflate) on raw response bytes."""
+# -- responses ---------------------------------------------------------------------------------
 
-    def __init__(self, encoding: str) -> None:
-        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
-        codings = [c for c in codings if c != "identity"]
-        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "deflate", "x-gzip")):
-            raise UsageParseError(f"unsupported Content-Encoding {encoding!r}")
-        self._z: Any = None
-        if codings:
-            wbits = zlib.MAX_WBITS | 16 if codings[0] in ("gzip", "x-gzip") else zlib.MAX_WBITS
-            self._z = zlib.decompressobj(wbits)
-
-    def decode(self, data: bytes) -> bytes:
-        if self._z is None:
-            return data
-        try:
-            return bytes(self._z.decompress(data))
-        except zlib.error as exc:
-            raise UsageParseError(f"cannot decompress the response body ({exc})") from None
+_USAGE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
 class UsageReader:
     """Collects a response body chunk by chunk and extracts its usage at the end.
 
-    ``feed(raw)`` never raises: a problem is remembered and `finish` reports it. `finish`
-    returns the `Usage`, or ``None`` when the body ended without one (a stream without a usage
-    chunk, a cut-off stream).
+    The body is read as a server-sent-event stream when its Content-Type says so, or when the
+    request asked for ``stream: true`` and the body does not start like JSON; otherwise as
+    JSON. ``feed(raw)`` never raises: a problem is remembered and `finish` reports it.
+    `finish` returns the `Usage`, or ``None`` when the body ended without one (a stream
+    without a usage chunk, a cut-off stream, an absent or empty usage object).
+
+    ``retained`` is the number of body bytes the reader holds now, ``peak_retained`` the most
+    it ever held (a stream keeps at most about `MAX_EVENT_BYTES`).
 
     Raises (from `finish`):
         UsageParseError: the body is not what the endpoint returns (bad JSON, bad usage).
     """
 
-    def __init__(self, endpoint: Endpoint, content_type: str, content_encoding: str = "") -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        content_type: str,
+        content_encoding: str = "",
+        *,
+        stream: bool = False,
+    ) -> None:
         self.endpoint = endpoint
-        self.sse = "text/event-stream" in content_type.lower()
+        self._mode: Literal["sse", "json"] | None = (
+            "sse" if "text/event-stream" in content_type.lower() else None
+        )
+        if self._mode is None and not stream:
+            self._mode = "json"
         self._error: UsageParseError | None = None
         self._decoder: _Decoder | None = None
         try:
@@ -297,79 +515,174 @@ class UsageReader:
         except UsageParseError as exc:
             self._error = exc
         self._body = bytearray()
-        self._pending = b""
-        self._data: list[str] = []
-        self._event = ""
+        # SSE state: the current partial line, the current event's data lines and name.
+        self._line = bytearray()  # appended in place: a line trickled byte by byte stays linear
+        self._line_over = False
+        self._skip_lf = False
+        self._data: list[bytes] = []
+        self._data_len = 0
+        self._event_over = False
+        self._event = b""
+        self._skipped = 0  # events too long to keep
+        self._unsure = False  # an event was skipped after the last usage seen
+        self.peak_retained = 0
         self._openai: Mapping[str, Any] | None = None  # last usage seen
         self._start: dict[str, Any] | None = None  # anthropic message_start usage
         self._delta: Mapping[str, Any] | None = None  # anthropic last message_delta usage
         self.stream_error: str | None = None
+
+    @property
+    def sse(self) -> bool:
+        """True when the body is (or, undecided yet, is expected to be) an event stream."""
+        return self._mode != "json"
+
+    @property
+    def retained(self) -> int:
+        """Body bytes held right now."""
+        return len(self._body) + len(self._line) + self._data_len
 
     def feed(self, raw: bytes) -> None:
         """Take the next raw chunk of the body."""
         if self._error is not None or self._decoder is None:
             return
         try:
-            data = self._decoder.decode(raw)
-            if self.sse:
-                self._feed_sse(data)
-            elif len(self._body) + len(data) <= _MAX_BODY:
-                self._body += data
-            else:
-                raise UsageParseError(f"response body larger than {_MAX_BODY} bytes")
+            for data in self._decoder.pieces(raw):
+                self._take(data)
         except UsageParseError as exc:
             self._error = exc
         except Exception as exc:  # never let a parser bug reach the application
             self._error = UsageParseError(f"{type(exc).__name__}: {exc}")
 
+    def _take(self, data: bytes) -> None:
+        if self._mode is None:  # stream requested, Content-Type not SSE: look at the body
+            head = data.lstrip()
+            if not head:
+                self._keep_json(data)
+                return
+            self._mode = "json" if head[:1] in (b"{", b"[") else "sse"
+            if self._mode == "sse":
+                self._body.clear()  # only whitespace so far
+        if self._mode == "sse":
+            self._feed_sse(data)
+        else:
+            self._keep_json(data)
+
+    def _keep_json(self, data: bytes) -> None:
+        if len(self._body) + len(data) > _MAX_BODY:
+            raise UsageParseError(f"response body larger than {_MAX_BODY} bytes")
+        self._body += data
+        self.peak_retained = max(self.peak_retained, len(self._body))
+
+    # -- server-sent events (https://html.spec.whatwg.org/#event-stream-interpretation) --
+
     def _feed_sse(self, data: bytes) -> None:
-        buffer = self._pending + data
-        lines = buffer.split(b"\n")
-        self._pending = lines.pop()
-        for raw_line in lines:
-            line = raw_line.rstrip(b"\r").decode("utf-8", errors="replace")
-            if not line:
-                self._dispatch()
-            elif line.startswith(":"):
+        if self._skip_lf:  # the previous chunk ended with CR: a LF now is the same line end
+            self._skip_lf = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        for piece in data.splitlines(keepends=True):
+            if piece.endswith(b"\n"):
+                body = piece[:-2] if piece.endswith(b"\r\n") else piece[:-1]
+            elif piece.endswith(b"\r"):
+                body = piece[:-1]
+            else:  # the unfinished last line of the chunk
+                self._partial(piece)
                 continue
+            if self._line or self._line_over:
+                self._partial(body)
+                line, over = bytes(self._line), self._line_over
+                self._line, self._line_over = bytearray(), False
             else:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    self._data.append(value)
-                elif name == "event":
-                    self._event = value
+                line, over = body, self._data_len + len(body) > MAX_EVENT_BYTES
+            if over:  # the event this line belongs to is skipped
+                self._data, self._data_len, self._event_over = [], 0, True
+                continue
+            self._field(line)
+        self._skip_lf = data.endswith(b"\r")
+
+    def _partial(self, piece: bytes) -> None:
+        if self._line_over:
+            return
+        if self._data_len + len(self._line) + len(piece) > MAX_EVENT_BYTES:
+            self._line, self._line_over = bytearray(), True
+            self._data, self._data_len = [], 0
+            return
+        self._line += piece
+        self.peak_retained = max(self.peak_retained, self.retained)
+
+    def _field(self, line: bytes) -> None:
+        if not line:
+            self._dispatch()
+            return
+        if line[:1] == b":":
+            return
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            if self._event_over:
+                return
+            self._data.append(value)
+            self._data_len += len(value) + 1
+            self.peak_retained = max(self.peak_retained, self.retained)
+        elif name == b"event":
+            self._event = value[:100]
 
     def _dispatch(self) -> None:
-        data, event = "\n".join(self._data), self._event
-        self._data, self._event = [], ""
-        if not data or data == "[DONE]":
+        lines, event, over = self._data, self._event, self._event_over
+        self._data, self._data_len, self._event, self._event_over = [], 0, b"", False
+        if over:
+            self._skipped += 1
+            self._unsure = True
+            return
+        if not lines:
+            return
+        data = b"\n".join(lines)
+        if data == b"[DONE]":
+            return
+        # Only events that can carry usage (or report an error) are decoded: those that say
+        # "usage" or "error", or use a \u escape (which could spell either).
+        quiet = b"usage" not in data and b"\\u" not in data and b"error" not in data
+        if quiet and event != b"error":
             return
         try:
             payload = json.loads(data)
         except ValueError:
             raise UsageParseError(
-                f"stream event {event!r}: data is not JSON: {data[:80]!r}"
+                f"stream event {event.decode(errors='replace')!r}: data is not JSON: "
+                f"{data[:80]!r}"
             ) from None
         if not isinstance(payload, dict):
             return
+        self._event_payload(event.decode(errors="replace"), payload)
+
+    def _event_payload(self, event: str, payload: dict[str, Any]) -> None:
         kind = payload.get("type", event)
         if kind == "error" or event == "error":
             self.stream_error = str(payload.get("error", payload))[:200]
+        seen = False
         if self.endpoint.provider == "anthropic":
             if kind == "message_start":
                 message = payload.get("message")
                 usage = message.get("usage") if isinstance(message, Mapping) else None
                 if isinstance(usage, Mapping):
                     self._start = dict(usage)
+                    seen = True
             elif kind == "message_delta" and isinstance(payload.get("usage"), Mapping):
                 self._delta = payload["usage"]
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                seen = True
+        elif kind in _USAGE_EVENTS:
             response = payload.get("response")
             if isinstance(response, Mapping) and isinstance(response.get("usage"), Mapping):
                 self._openai = response["usage"]
+                seen = True
         elif isinstance(payload.get("usage"), Mapping):
             self._openai = payload["usage"]
+            seen = True
+        if seen:
+            self._unsure = False
+
+    # -- the end -----------------------------------------------------------------------------
 
     def finish(self) -> Usage | None:
         """The body's usage, or ``None`` if it ended without one.
@@ -379,15 +692,10 @@ class UsageReader:
         """
         if self._error is not None:
             raise self._error
-        if self.sse:
-            if self._pending.strip() or self._data:
-                self._feed_sse(b"\n\n")
-            if self.endpoint.provider == "anthropic":
-                if self._start is None or self._delta is None:
-                    return None
-                merged = {**self._start, **{k: v for k, v in self._delta.items() if v is not None}}
-                return usage_from_anthropic(merged)
-            return None if self._openai is None else usage_from_openai(self._openai)
+        if self._mode is None:  # a requested stream whose body was empty or blank
+            return None
+        if self._mode == "sse":
+            return self._finish_sse()
         try:
             payload = json.loads(bytes(self._body))
         except (ValueError, UnicodeDecodeError):
@@ -396,8 +704,35 @@ class UsageReader:
             ) from None
         if not isinstance(payload, dict):
             raise UsageParseError(f"response body is not a JSON object: {payload!r:.80}")
-        if "usage" not in payload or payload["usage"] is None:
+        usage = payload.get("usage")
+        if usage is None or (isinstance(usage, Mapping) and not usage):
             return None
+        return self._usage(usage)
+
+    def _finish_sse(self) -> Usage | None:
+        if self._line or self._line_over or self._data or self._event_over:
+            self._feed_sse(b"\n\n")  # the stream ended inside an event: end it
+        if self._unsure:
+            raise UsageParseError(
+                f"{self._skipped} stream event(s) longer than {MAX_EVENT_BYTES} bytes were "
+                "skipped, one after the last usage seen: the final usage is unknown"
+            )
         if self.endpoint.provider == "anthropic":
-            return usage_from_anthropic(payload["usage"])
-        return usage_from_openai(payload["usage"])
+            if self._start is None or self._delta is None:
+                return None
+            if self._delta.get("output_tokens") is None:
+                state = "null" if "output_tokens" in self._delta else "missing"
+                raise UsageParseError(
+                    f"the last message_delta's usage.output_tokens is {state}: the cost "
+                    "cannot be known"
+                )
+            final = {k: v for k, v in self._delta.items() if v is not None}
+            return usage_from_anthropic({**self._start, **final})
+        if self._openai is None or not self._openai:
+            return None
+        return self._usage(self._openai)
+
+    def _usage(self, usage: object) -> Usage:
+        if self.endpoint.provider == "anthropic":
+            return usage_from_anthropic(usage)
+        return usage_from_openai(usage, embeddings=self.endpoint.kind == "embeddings")

@@ -9,7 +9,17 @@ own). With no handler active the wrapper only calls through.
 
 Patching happens when a module is imported (a post-import hook on ``sys.meta_path``), never by
 importing ``httpx`` ourselves: `httpx2.alias_httpx()` requires that nothing imported ``httpx``
-before it.
+before it. The plugin installs the hook when pytest imports it, before any conftest, so a
+library that saves ``_send_single_request`` at its import (vcrpy 7) saves our wrapper. A
+library imported earlier may still put its own method in place of ours later: `verify` (run
+at every test's setup) finds such a replacement by identity and wraps it again. A request that
+reaches a second wrapper of ours (a replacement that calls the method it saved) is handled by
+the outer one only.
+
+A response that came from no network connection (``network_stream`` is missing from its
+``extensions``, and the client's transport is one of the library's own, so a mock patched into
+it or a cassette replayed it) is reported to the flight as replayed. Custom transports count as
+live: they may reach the network without saying so.
 
 For a recognised LLM endpoint the handler's `Handler.start` may raise (the request is refused:
 nothing is sent) or return a `Flight`; the response's status is then reported to the flight
@@ -19,6 +29,7 @@ every byte, unchanged, at the pace it asks for). `Flight` methods must never rai
 
 from __future__ import annotations
 
+import contextvars
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -31,11 +42,28 @@ from typing import Any, Protocol
 
 from pytest_omnillm.adapters import Endpoint, match_endpoint
 
-__all__ = ["Flight", "Handler", "RequestInfo", "install", "pop_handler", "push_handler"]
+__all__ = [
+    "Flight",
+    "Handler",
+    "RequestInfo",
+    "install",
+    "pop_handler",
+    "push_handler",
+    "verify",
+]
 
 _TARGETS = ("httpx", "httpx2")
 _PATCHED = "__omnillm_patched__"
 _CONNECT_ERRORS = {"ConnectError", "ConnectTimeout", "UnsupportedProtocol", "LocalProtocolError"}
+_OWN_TRANSPORTS = (
+    "HTTPTransport",
+    "AsyncHTTPTransport",
+    "MockTransport",
+    "WSGITransport",
+    "ASGITransport",
+)
+# The request an outer wrapper of ours is sending in this context (thread or task).
+_sending: contextvars.ContextVar[Any] = contextvars.ContextVar("omnillm_sending", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +75,7 @@ class RequestInfo:
     url: str
     body: bytes
     library: str
+    content_encoding: str = ""  # the request body's Content-Encoding header
 
 
 class Flight(Protocol):
@@ -63,6 +92,12 @@ class Flight(Protocol):
 
     def done(self) -> None:
         """The body ended or the response was closed (may be called more than once)."""
+
+    def replayed(self) -> None:
+        """The response came from no network connection (a mock or a cassette replay)."""
+
+    def redirected(self, status: int) -> None:
+        """The response is a redirect (3xx): this hop ends here, the next is its own request."""
 
 
 class Handler(Protocol):
@@ -159,87 +194,179 @@ def _prepare(request: Any) -> tuple[Handler, Endpoint] | None:
     return handler, endpoint
 
 
+def _is_replay(module: ModuleType, client: Any, request: Any, response: Any) -> bool:
+    if "network_stream" in response.extensions:
+        return False
+    try:
+        transport = client._transport_for_url(request.url)
+    except Exception:
+        return False
+    own = tuple(getattr(module, name) for name in _OWN_TRANSPORTS if hasattr(module, name))
+    return isinstance(transport, own)
+
+
 def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) -> None:
     headers = response.headers
+    if 300 <= response.status_code < 400:
+        flight.redirected(response.status_code)
+        return
     watch = flight.response(
         response.status_code,
         headers.get("content-type", ""),
         headers.get("content-encoding", ""),
     )
-    if watch:
-        response.stream = wrap(response.stream, flight)
-    else:
+    if not watch:
         flight.done()
+    elif hasattr(response, "_content"):  # built already read (a mock's Response(json=...))
+        flight.chunk(response._content)
+        flight.done()
+    else:
+        response.stream = wrap(response.stream, flight)
 
 
-def _patch_module(module: ModuleType) -> None:
-    client_cls = getattr(module, "Client", None)
-    async_cls = getattr(module, "AsyncClient", None)
-    if client_cls is None or async_cls is None:
-        return
-    sync_original = getattr(client_cls, "_send_single_request", None)
-    async_original = getattr(async_cls, "_send_single_request", None)
-    if sync_original is None or async_original is None:
-        import warnings
+_streams: dict[str, tuple[type[Any], type[Any]]] = {}
+# Every (module, client class, is_async) we patched: what `verify` checks at each test.
+_patched: list[tuple[ModuleType, type[Any], bool]] = []
+_METHOD = "_send_single_request"
 
-        warnings.warn(
-            f"pytest-omnillm cannot intercept {module.__name__} "
-            f"{getattr(module, '__version__', '?')}: no _send_single_request",
-            stacklevel=2,
-        )
-        return
-    if getattr(sync_original, _PATCHED, False):
-        return
+
+def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) -> None:
+    """Put our wrapper around ``original`` as ``cls._send_single_request``."""
     library = module.__name__
-    observed_sync, observed_async = _stream_classes(module)
+    if library not in _streams:
+        _streams[library] = _stream_classes(module)
+    observed_sync, observed_async = _streams[library]
 
     def send_single_request(self: Any, request: Any) -> Any:
         __tracebackhide__ = True
+        if _sending.get() is request:  # an outer wrapper of ours handles this request
+            return original(self, request)
         prepared = _prepare(request)
         if prepared is None:
-            return sync_original(self, request)
+            return original(self, request)
         handler, endpoint = prepared
         body = request.read()
-        info = RequestInfo(endpoint, request.method, str(request.url), body, library)
+        info = RequestInfo(
+            endpoint, request.method, str(request.url), body, library,
+            request.headers.get("content-encoding", ""),
+        )
         flight = handler.start(info)  # raises to refuse: nothing is sent
+        token = _sending.set(request)
         if flight is None:
-            return sync_original(self, request)
+            try:
+                return original(self, request)
+            finally:
+                _sending.reset(token)
         try:
-            response = sync_original(self, request)
+            response = original(self, request)
         except BaseException as exc:
             flight.failed(exc, sent=not _is_connect_error(exc))
             raise
+        finally:
+            _sending.reset(token)
+        if _is_replay(module, self, request, response):
+            flight.replayed()
         _observe(response, flight, observed_sync)
         return response
 
     async def async_send_single_request(self: Any, request: Any) -> Any:
         __tracebackhide__ = True
+        if _sending.get() is request:
+            return await original(self, request)
         prepared = _prepare(request)
         if prepared is None:
-            return await async_original(self, request)
+            return await original(self, request)
         handler, endpoint = prepared
         body = await request.aread()
-        info = RequestInfo(endpoint, request.method, str(request.url), body, library)
+        info = RequestInfo(
+            endpoint, request.method, str(request.url), body, library,
+            request.headers.get("content-encoding", ""),
+        )
         flight = handler.start(info)
+        token = _sending.set(request)
         if flight is None:
-            return await async_original(self, request)
+            try:
+                return await original(self, request)
+            finally:
+                _sending.reset(token)
         try:
-            response = await async_original(self, request)
+            response = await original(self, request)
         except BaseException as exc:
             flight.failed(exc, sent=not _is_connect_error(exc))
             raise
+        finally:
+            _sending.reset(token)
+        if _is_replay(module, self, request, response):
+            flight.replayed()
         _observe(response, flight, observed_async)
         return response
 
-    for wrapper, original in (
-        (send_single_request, sync_original),
-        (async_send_single_request, async_original),
-    ):
-        setattr(wrapper, _PATCHED, True)
-        wrapper.__dict__["__wrapped__"] = original
-        wrapper.__doc__ = original.__doc__
-    client_cls._send_single_request = send_single_request
-    async_cls._send_single_request = async_send_single_request
+    wrapper: Any = async_send_single_request if is_async else send_single_request
+    setattr(wrapper, _PATCHED, True)
+    wrapper.__dict__["__wrapped__"] = original
+    wrapper.__doc__ = getattr(original, "__doc__", None)
+    setattr(cls, _METHOD, wrapper)
+
+
+def _classes(module: ModuleType) -> list[tuple[type[Any], bool]]:
+    found = []
+    for name, is_async in (("Client", False), ("AsyncClient", True)):
+        cls = getattr(module, name, None)
+        if isinstance(cls, type):
+            found.append((cls, is_async))
+    return found
+
+
+def _patch_module(module: ModuleType) -> None:
+    classes = _classes(module)
+    if len(classes) != 2:
+        return
+    for cls, _is_async in classes:
+        original = cls.__dict__.get(_METHOD)
+        if original is None:
+            import warnings
+
+            warnings.warn(
+                f"pytest-omnillm cannot intercept {module.__name__} "
+                f"{getattr(module, '__version__', '?')}: no {_METHOD}",
+                stacklevel=2,
+            )
+            return
+    for cls, is_async in classes:
+        original = cls.__dict__[_METHOD]
+        if not getattr(original, _PATCHED, False):
+            _wrap(module, cls, original, is_async=is_async)
+        if not any(c is cls for _, c, _ in _patched):
+            _patched.append((module, cls, is_async))
+
+
+def verify() -> list[str]:
+    """Check that our wrapper is still ``_send_single_request`` of every patched client class.
+
+    Another library may have put its own method there after us (and may call the original it
+    saved, which may not be ours): the replacement is wrapped in turn, so every request still
+    passes through us exactly once. Costs two dict look-ups per class: it runs at every test.
+    Returns one line per class wrapped again.
+
+    Raises:
+        RuntimeError: a client class has no ``_send_single_request`` any more (the plugin
+            could not see its requests).
+    """
+    notes: list[str] = []
+    for module, cls, is_async in _patched:
+        current = cls.__dict__.get(_METHOD)
+        if getattr(current, _PATCHED, False):
+            continue
+        name = module.__name__
+        if current is None or not callable(current):
+            raise RuntimeError(
+                f"pytest-omnillm: {name}.{cls.__name__}.{_METHOD} was removed by another "
+                "library: LLM requests cannot be budgeted; refusing to run unbudgeted"
+            )
+        who = getattr(current, "__module__", None) or type(current).__module__
+        _wrap(module, cls, current, is_async=is_async)
+        notes.append(f"{name}.{cls.__name__}.{_METHOD} was replaced by {who}: wrapped again")
+    return notes
 
 
 class _PatchingLoader(importlib.abc.Loader):

@@ -20,9 +20,19 @@ import pytest
 from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.errors import ConfigError, OmniLLMError
 from pytest_omnillm import intercept
-from pytest_omnillm.report import render, summarise, write_json
-from pytest_omnillm.session import BudgetSession, SessionBudget, TestBudget, check_test
+from pytest_omnillm.report import ledger_kept_lines, render, summarise, write_json
+from pytest_omnillm.session import (
+    BudgetSession,
+    SessionBudget,
+    TestBudget,
+    UnlimitedTracker,
+    check_test,
+)
 from pytest_omnillm.settings import Settings, add_options, resolve
+
+# Hook httpx/httpx2 imports now, while pytest loads plugins and before any conftest imports a
+# library (vcrpy 7) that saves ``_send_single_request`` at import: it then saves our wrapper.
+intercept.install()
 
 __all__ = ["LLMBudgetPlugin", "llm_budget"]
 
@@ -75,6 +85,11 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    # pytest-xdist's pytest_cmdline_main (run before pytest_configure) sets dist for -n N.
+    return not _is_worker(config) and getattr(config.option, "dist", "no") not in ("no", None)
+
+
 class LLMBudgetPlugin:
     """The plugin's state for one run: settings, the budget session, collected records."""
 
@@ -101,10 +116,14 @@ class LLMBudgetPlugin:
                 name="session LLM budget",
             )
             session_budget = self.ledger
+        elif limit is not None and _is_xdist_controller(config):
+            # The controller's own calls (session fixtures, hooks) share the workers' ledger.
+            self.ledger = self._create_ledger(limit)
+            session_budget = self.ledger
         elif limit is not None:
             session_budget = BudgetTracker.from_micros(limit, name="session LLM budget")
         else:
-            session_budget = BudgetTracker.unlimited(name="session LLM budget")
+            session_budget = UnlimitedTracker(name="session LLM budget")
         self.session = BudgetSession(
             prices=self.prices,
             default_max_output=settings.default_max_output,
@@ -112,10 +131,20 @@ class LLMBudgetPlugin:
             session_source=settings.session_budget.source,
             enforce=settings.budget.micros is not None or limit is not None,
             worker=worker_input.get("workerid", ""),
+            count_replays=settings.budget_replays,
         )
         self.tests: list[dict[str, Any]] = []
         self.outside: list[dict[str, Any]] = []
+        self.interception_notes: list[str] = []
+        self.ledger_kept = False
         intercept.push_handler(self.session)
+
+    def _create_ledger(self, limit: int) -> Any:
+        from omnillm_sim.ledger import Ledger
+
+        self._ledger_dir = tempfile.mkdtemp(prefix="pytest-omnillm-")
+        path = os.path.join(self._ledger_dir, "session-ledger.sqlite")
+        return Ledger(path, limit=limit, owner="controller", name="session LLM budget")
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -126,11 +155,8 @@ class LLMBudgetPlugin:
         if limit is None:
             return
         if self.ledger is None:
-            from omnillm_sim.ledger import Ledger
-
-            self._ledger_dir = tempfile.mkdtemp(prefix="pytest-omnillm-")
-            path = os.path.join(self._ledger_dir, "session-ledger.sqlite")
-            self.ledger = Ledger(path, limit=limit, owner="controller", name="session LLM budget")
+            self.ledger = self._create_ledger(limit)
+            self.session.session_budget = self.ledger
         node.workerinput[_LEDGER_INPUT] = self.ledger.path
 
     @pytest.hookimpl(optionalhook=True)
@@ -150,6 +176,24 @@ class LLMBudgetPlugin:
             raise pytest.UsageError("pytest-omnillm: " + "\n".join(errors))
 
     # -- running tests -------------------------------------------------------------------------
+
+    def _verify_interception(self) -> None:
+        try:
+            notes = intercept.verify()
+        except RuntimeError as exc:
+            pytest.exit(str(exc), returncode=pytest.ExitCode.INTERNAL_ERROR)
+        for note in notes:
+            if note not in self.interception_notes:
+                self.interception_notes.append(note)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._verify_interception()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        # Fixtures (a cassette, a mock router) may have replaced our wrapper during setup.
+        self._verify_interception()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(
@@ -204,8 +248,11 @@ class LLMBudgetPlugin:
     def _summary(self) -> Any:
         ledger = entries = None
         if self.ledger is not None:
-            ledger = dataclasses.asdict(self.ledger.stats())
+            stats = self.ledger.stats()
+            ledger = dataclasses.asdict(stats)
             entries = [dataclasses.asdict(e) for e in self.ledger.entries()]
+            # Open reservations at the end belong to dead processes: keep the file for reclaim.
+            self.ledger_kept = stats.open_count > 0
         outside = self.outside + [r.as_dict() for r in self.session.outside]
         return summarise(
             self.tests,
@@ -214,6 +261,10 @@ class LLMBudgetPlugin:
             session_source=self.settings.session_budget.source,
             ledger=ledger,
             ledger_entries=entries,
+            test_limit=self.settings.budget.micros,
+            test_source=self.settings.budget.source,
+            ledger_path=self.ledger.path if self.ledger_kept else None,
+            notes=self.interception_notes,
         )
 
     @pytest.hookimpl(trylast=True)
@@ -227,10 +278,15 @@ class LLMBudgetPlugin:
             write_json(self._summary(), path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if _is_worker(self.config) or self.settings.summary == 0:
+        if _is_worker(self.config):
             return
         summary = self._summary()
-        if not summary.requests and not any(t["limit"] is not None for t in summary.tests):
+        if self.settings.summary == 0:
+            for line in ledger_kept_lines(summary):  # never hide a ledger to reclaim
+                terminalreporter.write_line(line)
+            return
+        quiet = not summary.requests and not summary.notes
+        if quiet and not any(t["limit"] is not None for t in summary.tests):
             return
         terminalreporter.write_sep("=", "LLM budget")
         for line in render(summary, self.settings.summary):
@@ -242,7 +298,7 @@ class LLMBudgetPlugin:
         intercept.pop_handler(self.session)
         if self.ledger is not None:
             self.ledger.close()
-        if self._ledger_dir is not None:
+        if self._ledger_dir is not None and not self.ledger_kept:
             shutil.rmtree(self._ledger_dir, ignore_errors=True)
 
 

@@ -13,9 +13,17 @@ settles both reservations when the response's usage arrives:
   a read error after sending, still open at teardown): the reservation is kept, i.e. charged
   at its estimate (``"no-usage"`` / ``"unparsed"`` / ``"failed"``).
 
-With no budget anywhere, trackers are unlimited and nothing is refused; a model missing from
-the price table is then reported as ``"unpriced"`` (never silently $0). With a budget, such a
-request is refused (`LLMUnknownModel`) unless a fallback model prices it.
+* a redirect (3xx): released; the next hop is a request of its own (``"redirect"``).
+
+With no budget anywhere, trackers are unlimited (no amount is ever refused) and nothing is
+refused; a model missing from the price table is then reported as ``"unpriced"`` (never
+silently $0). With a budget, such a request is refused (`LLMUnknownModel`) unless a fallback
+model prices it.
+
+A response that came from no network connection (a mock, a cassette replay; see
+``intercept``) is recorded with ``replayed=True`` and its would-be cost in ``if_live``; its
+reservations are released (it cost nothing) unless ``count_replays`` is set, in which case it is
+charged like a live call.
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from omnillm_sim.errors import (
     UnknownModelError,
 )
 from omnillm_sim.estimate import Estimate, Estimator, get_estimator
-from omnillm_sim.money import MicroDollar, format_usd
+from omnillm_sim.money import U64_MAX, MicroDollar, format_usd
 from omnillm_sim.pricing import PriceTable, Usage
 from pytest_omnillm.adapters import UsageParseError, UsageReader, parse_request
 from pytest_omnillm.intercept import RequestInfo
+from pytest_omnillm.report import redact_text, redact_url
 from pytest_omnillm.settings import Budget
 
 __all__ = [
@@ -49,13 +58,19 @@ __all__ = [
 ]
 
 OUTSIDE_TESTS = "<outside tests>"
+MAX_TRACKED: MicroDollar = 2**63 - 1
+"""The largest amount (µ$) one request may reserve or settle: the shared ledger stores amounts
+as SQLite integers. A larger estimate is refused under a budget; a larger reported cost is not
+trusted (charged at the estimate) and fails the test as an overshoot."""
 
 
 class LLMBudgetExceeded(BudgetExceeded):
     """An LLM request was refused before it was sent: it would exceed a test or session budget.
 
     Attributes (besides `BudgetExceeded`'s ``requested``, ``available``, ``limit``): ``test``
-    (node id), ``scope`` (``"test"`` or ``"session"``), ``model``, ``used`` (µ$ already used).
+    (node id), ``scope`` (``"test"`` or ``"session"``), ``model``, ``used`` (µ$ already used),
+    ``reason`` (empty for an over-budget estimate; else why the budget could not be enforced
+    on the request: a body the plugin cannot read, an estimate too large to track).
     """
 
     def __init__(
@@ -69,12 +84,22 @@ class LLMBudgetExceeded(BudgetExceeded):
         limit: MicroDollar,
         used: MicroDollar,
         source: str,
+        reason: str = "",
     ) -> None:
         super().__init__(requested, available, limit, what=f"{scope} LLM budget")
         self.test = test
         self.scope = scope
         self.model = model
         self.used = used
+        self.reason = reason
+        if reason:  # refused because the budget could not be enforced on this request
+            shown = "unlimited" if limit >= U64_MAX else format_usd(limit)
+            self.args = (
+                f"LLM {scope} budget: request to {model} refused in {test}: {reason}; "
+                f"nothing was sent (the {scope} limit is {shown} ({source}), "
+                f"{format_usd(used)} already spent)",
+            )
+            return
         self.args = (
             f"LLM {scope} budget exceeded in {test}: request to {model} estimated at "
             f"{format_usd(requested)}, but the {scope} limit is {format_usd(limit)} "
@@ -99,25 +124,50 @@ class LLMUnknownModel(UnknownModelError):
         self.args = (f"in {test}: {self.args[0]}",)
 
 
-_sdk_classes: dict[tuple[type[BaseException], type[BaseException]], Any] = {}
+_sdk_classes: dict[tuple[type[BaseException], ...], Any] = {}
 _E = TypeVar("_E", bound=BaseException)
 
 
+_SDK_BASES = (("anthropic", "AnthropicError"), ("openai", "OpenAIError"))
+
+
 def _for_sdk(error_cls: type[_E]) -> type[_E]:
-    # The Anthropic SDK wraps any exception from its HTTP client in APIConnectionError and
-    # retries it (sleeping between attempts), except its own AnthropicError. Mixing that base
-    # in makes a refusal reach the application at once, as itself, with no retry.
-    anthropic = sys.modules.get("anthropic")
-    base = getattr(anthropic, "AnthropicError", None)
-    if not isinstance(base, type) or not issubclass(base, BaseException):
+    # The Anthropic SDK and openai 1.x-3.14 wrap any exception from their HTTP client in
+    # APIConnectionError and retry it (sleeping between attempts), except their own base
+    # error. Mixing those bases in makes a refusal reach the application at once, as itself,
+    # with no retry (one refusal, one record).
+    bases: list[type[BaseException]] = []
+    for module_name, name in _SDK_BASES:
+        base = getattr(sys.modules.get(module_name), name, None)
+        if isinstance(base, type) and issubclass(base, BaseException) and base not in bases:
+            bases.append(base)
+    if not bases:
         return error_cls
-    key = (error_cls, base)
+    key: tuple[type[BaseException], ...] = (error_cls, *bases)
     if key not in _sdk_classes:
         _sdk_classes[key] = type(
-            error_cls.__name__, (error_cls, base), {"__module__": error_cls.__module__}
+            error_cls.__name__, (error_cls, *bases), {"__module__": error_cls.__module__}
         )
     made: type[_E] = _sdk_classes[key]
     return made
+
+
+class UnlimitedTracker(BudgetTracker):
+    """A `BudgetTracker` that records spend and never refuses: "no budget" is unlimited.
+
+    `BudgetTracker.unlimited` stops at the seed's ``u64::MAX``, so an absurd estimate (say
+    ``max_tokens=5e18``) would be refused with no budget set; here nothing is.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *, name: str = "budget") -> None:
+        self._init(U64_MAX, name)
+
+    def _admit(self, estimated: MicroDollar) -> bool:
+        if self._used + estimated > self._limit:
+            self._limit = self._used + estimated  # unlimited: the cap moves, never refuses
+        return super()._admit(estimated)
 
 
 class _Handle(Protocol):
@@ -153,6 +203,10 @@ class RequestRecord:
     http_status: int | None = None
     available: MicroDollar | None = None
     detail: str = ""
+    replayed: bool = False
+    if_live: MicroDollar | None = None
+    worker: str = ""
+    ledger_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -196,6 +250,7 @@ class BudgetSession:
         session_source: str,
         enforce: bool,
         worker: str = "",
+        count_replays: bool = False,
     ) -> None:
         self.prices = prices
         self.estimator: Estimator = get_estimator(
@@ -206,6 +261,7 @@ class BudgetSession:
         self.session_source = session_source
         self.enforce = enforce  # some budget is configured: refuse unknown models
         self.worker = worker
+        self.count_replays = count_replays
         self.current: TestBudget | None = None
         self.outside: list[RequestRecord] = []
         self._seq = itertools.count(1)
@@ -215,8 +271,9 @@ class BudgetSession:
 
     def begin_test(self, nodeid: str, budget: Budget) -> TestBudget:
         """Start a test: its tracker takes the test's limit (unlimited without one)."""
+        tracker: BudgetTracker
         if budget.micros is None:
-            tracker = BudgetTracker.unlimited(name=f"LLM budget of {nodeid}")
+            tracker = UnlimitedTracker(name=f"LLM budget of {nodeid}")
         else:
             tracker = BudgetTracker.from_micros(budget.micros, name=f"LLM budget of {nodeid}")
         test = TestBudget(nodeid, budget, tracker)
@@ -238,19 +295,22 @@ class BudgetSession:
         __tracebackhide__ = True
         test = self.current
         nodeid = test.nodeid if test is not None else OUTSIDE_TESTS
-        parsed = parse_request(info.endpoint, info.body)
+        parsed = parse_request(info.endpoint, info.body, info.content_encoding)
         record = RequestRecord(
             seq=next(self._seq),
             test=nodeid,
             endpoint=info.endpoint.name,
-            url=info.url,
+            url=redact_url(info.url),
             model=parsed.model,
             stream=parsed.stream,
+            worker=self.worker,
         )
         self._add(test, record)
         if parsed.estimate_request is None:
+            if self.enforce:  # fail closed: what cannot be priced cannot be budgeted
+                raise self._refuse_unpriceable(record, test, parsed.problem, 0) from None
             record.status = "unpriced"
-            record.detail = "request body has no model (not JSON, or no 'model' field)"
+            record.detail = f"{parsed.problem}: not counted"
             return None
         try:
             estimate = self.estimator.estimate(parsed.estimate_request, self.prices)
@@ -267,9 +327,17 @@ class BudgetSession:
             record.status = "unpriced"
             record.detail = f"model {parsed.model!r} has no price: not counted"
             return None
+        if estimate.cost > MAX_TRACKED and self._limited(test):
+            # With no budget in force the unlimited trackers count any amount; a limit (or the
+            # shared ledger, a 64-bit store) cannot hold it, so the request is refused.
+            why = (
+                f"its estimate {format_usd(estimate.cost)} ({estimate.output_tokens} output "
+                f"tokens) is beyond the {format_usd(MAX_TRACKED)} a budget can track"
+            )
+            raise self._refuse_unpriceable(record, test, why, estimate.cost) from None
         record.estimate = estimate.cost
         record.bounded = estimate.bounded
-        label = f"#{record.seq} {parsed.model}"
+        label = f"#{record.seq} {parsed.model} @ {nodeid}"
         test_handle: _Handle | None = None
         if test is not None:
             try:
@@ -285,6 +353,8 @@ class BudgetSession:
                 test_handle.release()
             used = self.session_budget.stats().used
             raise self._refuse(record, test, "session", exc, self.session_source, used) from None
+        if getattr(self.session_budget, "path", None) is not None:  # the shared ledger
+            record.ledger_id = getattr(session_handle, "id", None)
         flight = _Flight(self, test, record, info, estimate, test_handle, session_handle)
         if test is not None:
             test.flights.append(flight)
@@ -293,6 +363,41 @@ class BudgetSession:
     def _add(self, test: TestBudget | None, record: RequestRecord) -> None:
         with self._lock:
             (test.requests if test is not None else self.outside).append(record)
+
+    def _limited(self, test: TestBudget | None) -> bool:
+        """Whether a finite budget (the test's, or the session's) applies to a request."""
+        if test is not None and test.budget.micros is not None:
+            return True
+        return not isinstance(self.session_budget, UnlimitedTracker)
+
+    def _refuse_unpriceable(
+        self, record: RequestRecord, test: TestBudget | None, reason: str, requested: MicroDollar
+    ) -> BaseException:
+        """Refuse a request whose cost cannot be reserved (unreadable body, absurd estimate)."""
+        if test is not None and test.budget.micros is not None:
+            scope, source = "test", test.budget.source
+            limit, used = test.tracker.limit, test.tracker.used
+        else:
+            scope, source = "session", self.session_source
+            stats = self.session_budget.stats()
+            limit, used = stats.limit, stats.used
+        record.status = "refused"
+        record.detail = f"{scope} budget: {reason}"
+        record.available = max(limit - used, 0)
+        error = _for_sdk(LLMBudgetExceeded)(
+            test=record.test,
+            scope=scope,
+            model=record.model or "?",
+            requested=requested,
+            available=record.available,
+            limit=limit,
+            used=used,
+            source=source,
+            reason=reason,
+        )
+        if test is not None:
+            test.problems.append(str(error))
+        return error
 
     def _refuse(
         self,
@@ -342,6 +447,7 @@ class _Flight:
         self._estimate = estimate
         self._handles = [h for h in (test_handle, session_handle) if h is not None]
         self._reader: UsageReader | None = None
+        self._replayed = False
         self._ended = False
         self._lock = threading.Lock()
 
@@ -353,7 +459,10 @@ class _Flight:
             self._ended = True
         record = self.record
         record.status = status
-        record.detail = detail or record.detail
+        record.detail = redact_text(detail or record.detail)
+        if self._replayed and not self._session.count_replays:
+            record.if_live = actual or 0
+            actual = None  # it cost nothing: no network connection answered it
         for handle in self._handles:
             if actual is None:
                 handle.release()
@@ -368,6 +477,14 @@ class _Flight:
 
     # -- Flight protocol (never raises) -------------------------------------------------------
 
+    def replayed(self) -> None:
+        self._replayed = True
+        self.record.replayed = True
+
+    def redirected(self, status: int) -> None:
+        self.record.http_status = status
+        self._end("redirect", None, f"HTTP {status}: released (the next hop is its own request)")
+
     def failed(self, exc: BaseException, *, sent: bool) -> None:
         detail = f"{type(exc).__name__}: {exc}"[:300]
         if sent:
@@ -380,7 +497,9 @@ class _Flight:
         if status >= 400:
             self._end("http-error", None, f"HTTP {status}: released (errors are not billed)")
             return False
-        self._reader = UsageReader(self._endpoint, content_type, content_encoding)
+        self._reader = UsageReader(
+            self._endpoint, content_type, content_encoding, stream=self.record.stream
+        )
         return True
 
     def chunk(self, data: bytes) -> None:
@@ -419,7 +538,28 @@ class _Flight:
         self.record.tokens = _tokens(usage)
         actual = self._session.prices.cost(model, usage)
         self.record.actual = actual
+        if actual > MAX_TRACKED:
+            self._absurd(actual)
+            return
         self._end("ok", actual)
+
+    def _absurd(self, actual: MicroDollar) -> None:
+        """A reported cost no budget can hold: keep the estimate and fail the test."""
+        r = self.record
+        self._keep(
+            "unparsed",
+            f"usage reports a cost of {format_usd(actual)}, beyond the {format_usd(MAX_TRACKED)} "
+            "a budget can track: not trusted (charged at the estimate)",
+        )
+        if self._test is not None:
+            self._test.add_problems(
+                [
+                    f"{self._test.nodeid}: LLM spend overshoot: request #{r.seq} to {r.model} "
+                    f"({r.endpoint}) reported usage costing {format_usd(actual)}, above its "
+                    f"estimate {format_usd(self._estimate.cost)} and beyond the "
+                    f"{format_usd(MAX_TRACKED)} a budget can track (charged at the estimate)"
+                ]
+            )
 
     def close_at_teardown(self) -> None:
         if self._reader is not None and not self._ended:

@@ -27,6 +27,7 @@ __all__ = [
     "Settings",
     "add_options",
     "budget_from_marker",
+    "check_report_path",
     "parse_budget",
     "resolve",
 ]
@@ -44,6 +45,7 @@ class Option:
     ini: str | None
     help: str
     metavar: str
+    switch: bool = False  # a flag without a value (its ini key takes true/false)
 
 
 OPTIONS: dict[str, Option] = {
@@ -71,9 +73,17 @@ OPTIONS: dict[str, Option] = {
     "summary": Option(
         "--llm-summary",
         "llm_summary",
-        f"show the N most expensive tests in the terminal summary (0 hides it; "
-        f"default {DEFAULT_SUMMARY})",
+        f"show at most N lines in each list of the terminal summary (top tests, models, "
+        f"refusals, ...; 0 hides the summary; default {DEFAULT_SUMMARY})",
         "N",
+    ),
+    "budget_replays": Option(
+        "--llm-budget-replays",
+        "llm_budget_replays",
+        "charge responses replayed by mocks or cassettes (no network connection) to the "
+        "budgets as if they were live (default: report their would-be cost only)",
+        "",
+        switch=True,
     ),
     "default_max_output": Option(
         "--llm-default-max-output",
@@ -96,7 +106,14 @@ def add_options(parser: pytest.Parser) -> None:
     """Register every option and ini key (help texts shared), and the marker's ini line."""
     group = parser.getgroup("omnillm", "LLM budgets (pytest-omnillm)")
     for key, option in OPTIONS.items():
-        group.addoption(option.flag, dest=f"llm_{key}", metavar=option.metavar, help=option.help)
+        if option.switch:
+            group.addoption(
+                option.flag, dest=f"llm_{key}", action="store_true", default=None, help=option.help
+            )
+        else:
+            group.addoption(
+                option.flag, dest=f"llm_{key}", metavar=option.metavar, help=option.help
+            )
         if option.ini is not None:
             parser.addini(option.ini, option.help, default=None)
 
@@ -154,6 +171,7 @@ class Settings:
     summary: int = DEFAULT_SUMMARY
     default_max_output: int = DEFAULT_MAX_OUTPUT
     fallback_model: str | None = None
+    budget_replays: bool = False
 
     def for_test(self, item: pytest.Item) -> Settings:
         """These settings with the test's ``llm_budget`` marker (if any) applied.
@@ -198,14 +216,49 @@ def resolve(config: pytest.Config) -> Settings:
         found = _lookup(config, key)
         if found is not None:
             values[key] = _int_setting(found[0], found[1], f"llm_{key}", minimum=minimum)
+    found = _lookup(config, "budget_replays")
+    if found is not None:
+        values["budget_replays"] = _bool_setting(found[0], found[1], "llm_budget_replays")
     for key in ("prices", "report", "fallback_model"):
         found = _lookup(config, key)
         if found is not None:
             text = str(found[0]).strip()
             if not text:
                 raise ConfigError(f"llm_{key}", found[0], "must not be empty", source=found[1])
+            if key == "report":
+                check_report_path(text, found[1])
             values[key] = text
     return Settings(**values)
+
+
+def _bool_setting(value: object, source: str, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, value, "must be true or false", source=source)
+
+
+def check_report_path(path: str, source: str) -> None:
+    """Fail now, before any test runs, if the JSON report could not be written at the end.
+
+    Raises:
+        ConfigError: the directory is missing or not writable, or the path is a directory.
+    """
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise ConfigError("llm_report", path, "is a directory, expected a file", source=source)
+    if not os.path.isdir(parent):
+        raise ConfigError(
+            "llm_report", path, f"cannot be written: no directory {parent}", source=source
+        )
+    writable = os.access(target, os.W_OK) if os.path.exists(target) else os.access(parent, os.W_OK)
+    if not writable:
+        raise ConfigError("llm_report", path, "cannot be written: permission denied", source=source)
 
 
 def budget_from_marker(item: pytest.Item) -> Budget | None:

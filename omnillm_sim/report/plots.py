@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omnillm_sim.sim.metrics import RunResult
+from omnillm_sim.sim.importers import ObservedTotals
+from omnillm_sim.sim.metrics import Metrics, RunResult
+from omnillm_sim.sim.stats import Interval, warmup
 
 __all__ = [
     "CapacityPoint",
@@ -21,6 +23,7 @@ __all__ = [
     "plot_keys",
     "plot_latency_cdf",
     "plot_rejections",
+    "plot_replications",
     "plot_spend",
     "plot_sweep",
 ]
@@ -78,6 +81,14 @@ def plot_spend(results: Sequence[RunResult], path: Path) -> None:
     limit = results[0].scenario.budget.limit
     if limit is not None:
         ax.axhline(limit / 1e6, color="black", lw=1.2, ls=":", label=f"limit ${limit / 1e6:,.2f}")
+    cut = None
+    if len(results) == 1 and results[0].records:
+        ends = sorted(rec.end for rec in results[0].records
+                      if rec.status == "ok" and rec.end is not None)
+        cut = warmup(results[0].tally.latencies, ends)
+    if cut is not None and cut.cut > 0 and cut.cut_time is not None:
+        ax.axvline(cut.cut_time, color="#7570b3", lw=1.2, ls="-.",
+                   label=f"warm-up cut (MSER-5): first {cut.cut:,} requests")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("budget (USD)")
     ax.set_title(_title(results, "Spend over time"))
@@ -134,11 +145,19 @@ def plot_rejections(results: Sequence[RunResult], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_latency_cdf(results: Sequence[RunResult], path: Path) -> None:
-    """Empirical CDF of the latency of successful requests, with p50/p99 marked."""
+def plot_latency_cdf(
+    results: Sequence[RunResult], path: Path, observed: ObservedTotals | None = None
+) -> None:
+    """Empirical CDF of the latency of successful requests, with p50/p99 marked; a replayed
+    log's own latencies (``observed``) drawn in black, "as it happened"."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.8))
     drawn = False
+    if observed is not None and observed.latencies:
+        drawn = True
+        n = len(observed.latencies)
+        ax.step(list(observed.latencies), [(k + 1) / n for k in range(n)], where="post",
+                color="black", lw=2.2, alpha=0.5, label=f"as it happened (n={n:,})")
     for i, r in enumerate(results):
         colour = _POLICY_COLOURS[i % len(_POLICY_COLOURS)]
         lat = r.tally.sorted_latencies()
@@ -214,11 +233,13 @@ def plot_capacity(
     xlabel: str,
     title: str,
     answer: float | None,
+    intervals: dict[float, dict[str, Interval]] | None = None,
 ) -> None:
     """The capacity curve: each target metric against the searched variable.
 
     ``targets`` are ``(metric, op, bound)``; the bound is drawn as a dashed line, points that
-    meet every target are filled, and the answer is a vertical line.
+    meet every target are filled, and the answer is a vertical line. ``intervals`` (x ->
+    metric -> confidence interval) are drawn as error bars and a shaded band.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(len(targets), 1, figsize=(8, 2.2 + 2.3 * len(targets)),
@@ -229,6 +250,18 @@ def plot_capacity(
         ys = [p[1][metric] for p in ordered]
         finite = [(x, y) for x, y in zip(xs, ys, strict=True) if y != float("inf")]
         ax.plot([x for x, _ in finite], [y for _, y in finite], color="#555555", lw=1)
+        if intervals:
+            bounded = [(x, intervals[x][metric]) for x, _ in finite
+                       if x in intervals and metric in intervals[x]
+                       and intervals[x][metric].half_width != float("inf")]
+            if bounded:
+                conf = bounded[0][1].confidence
+                ax.fill_between([x for x, _ in bounded], [iv.low for _, iv in bounded],
+                                [iv.high for _, iv in bounded], color="#999999", alpha=0.25,
+                                label=f"{conf:.0%} CI")
+                ax.errorbar([x for x, _ in bounded], [iv.mean for _, iv in bounded],
+                            yerr=[iv.half_width for _, iv in bounded], fmt="none",
+                            ecolor="#555555", capsize=3, lw=1)
         for x, values, ok in ordered:
             y = values[metric]
             if y == float("inf"):
@@ -250,9 +283,11 @@ def plot_capacity(
 
 
 def plot_sweep(
-    labels: Sequence[str], means: Sequence[dict[str, float | None]], path: Path, *, title: str
+    labels: Sequence[str], means: Sequence[dict[str, float | None]], path: Path, *, title: str,
+    errors: Sequence[dict[str, float]] | None = None,
 ) -> None:
-    """Mean rejection rate and p99 latency per sweep grid point."""
+    """Mean rejection rate and p99 latency per sweep grid point; ``errors`` (half-widths of
+    the confidence intervals, per point and metric) drawn as error bars."""
     plt = _pyplot()
     panels = (("rejection", "rejection rate (fraction)"), ("p99", "p99 latency (s)"))
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 5.5), sharex=True, squeeze=False)
@@ -261,10 +296,53 @@ def plot_sweep(
         ys = [m.get(metric) for m in means]
         ax.plot([x for x, y in zip(xs, ys, strict=True) if y is not None],
                 [y for y in ys if y is not None], marker="o", color="#1b9e77")
+        if errors is not None:
+            bars = [(x, y, errors[x].get(metric)) for x, y in zip(xs, ys, strict=True)
+                    if y is not None and errors[x].get(metric) not in (None, float("inf"))]
+            if bars:
+                ax.errorbar([b[0] for b in bars], [b[1] for b in bars],
+                            yerr=[b[2] for b in bars], fmt="none", ecolor="#1b9e77",
+                            capsize=4, lw=1, label="95% CI")
+                ax.legend(loc="best", fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xticks(xs)
     axes[-1, 0].set_xticklabels(labels, rotation=20, ha="right", fontsize=7)
     axes[-1, 0].set_xlabel("grid point")
     fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+_REPLICATED = (("rejection", "rejection rate"), ("error", "error rate"), ("p50", "p50 (s)"),
+               ("p99", "p99 (s)"), ("mean_wait", "mean wait (s)"),
+               ("throughput", "throughput (req/s)"), ("spent", "spent (USD)"))
+
+
+def plot_replications(
+    columns: Sequence[tuple[str, Sequence[Metrics], dict[str, Interval]]], path: Path, *,
+    title: str,
+) -> None:
+    """Per-seed values (dots) and the mean with its confidence interval (error bar) of the
+    main metrics, one panel per metric, one position per column (policy or what-if)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(_REPLICATED), figsize=(2.0 * len(_REPLICATED) + 1, 3.8),
+                             squeeze=False)
+    for ax, (metric, label) in zip(axes[0], _REPLICATED, strict=True):
+        scale = 1e-6 if metric == "spent" else 1.0
+        for i, (_name, runs, intervals) in enumerate(columns):
+            colour = _POLICY_COLOURS[i % len(_POLICY_COLOURS)]
+            values = [getattr(m, metric) for m in runs]
+            dots = [v * scale for v in values if v is not None]
+            ax.scatter([i] * len(dots), dots, color=colour, alpha=0.45, s=12)
+            iv = intervals[metric]
+            if iv.mean == iv.mean and iv.mean != float("inf"):
+                err = iv.half_width * scale if iv.half_width != float("inf") else 0.0
+                ax.errorbar([i + 0.15], [iv.mean * scale], yerr=[err], fmt="o", color=colour,
+                            capsize=4, lw=1.4)
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels([c[0] for c in columns], rotation=30, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    confidence = columns[0][2]["rejection"].confidence if columns else 0.95
+    fig.suptitle(f"{title}: seeds (dots), mean and {confidence:.0%} CI (bars)", fontsize=10)
     _save(fig, path)

@@ -9,16 +9,22 @@ and seed give byte-identical files. Money appears twice: exact integer micro-dol
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omnillm_sim.money import format_usd
+from omnillm_sim.sim.importers import ObservedTotals
 from omnillm_sim.sim.metrics import RunResult
+from omnillm_sim.sim.stats import Interval, warmup
 from omnillm_sim.sim.units import format_duration
 
 __all__ = [
     "compare_dict",
     "compare_markdown",
+    "intervals_dict",
+    "intervals_markdown",
+    "observed_dict",
     "run_dict",
     "run_markdown",
     "to_json_bytes",
@@ -50,8 +56,100 @@ def _timeline(result: RunResult) -> dict[str, list[Any]]:
     }
 
 
-def run_dict(result: RunResult) -> dict[str, Any]:
-    """The JSON-ready summary of one run."""
+def observed_dict(totals: ObservedTotals) -> dict[str, Any]:
+    """The JSON-ready "as it happened" totals of a replayed log."""
+    return {
+        "requests": totals.requests,
+        "ok": totals.ok,
+        "statuses": dict(totals.statuses),
+        "spent": _money(totals.spent),
+        "latency_s": {"p50": _r(totals.percentile(50)), "p95": _r(totals.percentile(95)),
+                      "p99": _r(totals.percentile(99)), "mean": _r(totals.mean_latency)},
+        "length_s": _r(totals.length),
+        "peak_in_flight": totals.peak_in_flight,
+        "keys": totals.keys,
+    }
+
+
+def _bound(value: float) -> float | None:
+    return None if not math.isfinite(value) else _r(value)
+
+
+def intervals_dict(
+    intervals: Mapping[str, Interval], seeds: Sequence[int]
+) -> dict[str, Any]:
+    """Means and confidence intervals per metric (``null`` bounds: fewer than 2 seeds)."""
+    confidence = next(iter(intervals.values())).confidence if intervals else 0.95
+    return {
+        "seeds": list(seeds),
+        "confidence": confidence,
+        "metrics": {
+            name: {"mean": _bound(iv.mean), "low": _bound(iv.low), "high": _bound(iv.high),
+                   "half_width": _bound(iv.half_width)}
+            for name, iv in intervals.items()
+        },
+    }
+
+
+def _fmt_interval(iv: Interval) -> str:
+    if not math.isfinite(iv.mean):
+        return "-"
+    if not math.isfinite(iv.half_width):
+        return f"{iv.mean:.4g}"
+    return f"{iv.mean:.4g} ± {iv.half_width:.2g} ({iv.low:.4g} .. {iv.high:.4g})"
+
+
+def intervals_markdown(
+    columns: Sequence[tuple[str, Mapping[str, Interval]]], seeds: Sequence[int], title: str
+) -> list[str]:
+    """A Markdown table: one row per metric, one column per named set of intervals."""
+    if not columns:
+        return []
+    confidence = next(iter(columns[0][1].values())).confidence
+    names = list(columns[0][1])
+    lines = [f"## {title}", "",
+             f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± half-width of the "
+             f"{confidence:.0%} Student-t interval (low .. high). Latencies in seconds, money "
+             "in micro-dollars.", "",
+             "| metric | " + " | ".join(label for label, _ in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_fmt_interval(ivs[name]) for _, ivs in columns)
+                     + " |")
+    lines.append("")
+    return lines
+
+
+def _warmup_dict(result: RunResult) -> dict[str, Any] | None:
+    cut = warmup(result.tally.latencies)
+    if cut is None:
+        return None
+    return {"method": "MSER-5 over ok latencies in completion order", "cut_requests": cut.cut,
+            "kept_requests": cut.kept, "mean_latency_after_cut": _r(cut.mean_latency),
+            "mean_latency_all": _r(cut.mean_all)}
+
+
+def run_dict(
+    result: RunResult,
+    observed: ObservedTotals | None = None,
+    *,
+    replications: Mapping[str, Interval] | None = None,
+    seeds: Sequence[int] = (),
+) -> dict[str, Any]:
+    """The JSON-ready summary of one run (with a replayed log's own totals if given, and the
+    means and intervals of every metric over ``seeds`` if ``replications`` are given)."""
+    out = _run_dict(result)
+    if observed is not None:
+        out["as_it_happened"] = observed_dict(observed)
+    if replications is not None:
+        out["replications"] = intervals_dict(replications, seeds)
+    cut = _warmup_dict(result)
+    if cut is not None:
+        out["warmup"] = cut
+    return out
+
+
+def _run_dict(result: RunResult) -> dict[str, Any]:
     m = result.metrics
     sc = result.scenario
     stats = result.budget
@@ -117,14 +215,37 @@ def run_dict(result: RunResult) -> dict[str, Any]:
     }
 
 
-def compare_dict(results: Sequence[RunResult]) -> dict[str, Any]:
-    """Side-by-side summaries of runs of one scenario under several policies."""
-    return {
+def compare_dict(
+    results: Sequence[RunResult],
+    observed: ObservedTotals | None = None,
+    *,
+    replications: Mapping[str, Mapping[str, Interval]] | None = None,
+    paired: Mapping[str, Mapping[str, Interval]] | None = None,
+    seeds: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Side-by-side summaries of runs of one scenario under several policies (or what-ifs,
+    whose label is the run's ``policy``), with a replayed log's own totals if given.
+
+    Over several seeds: ``replications`` (label -> metric intervals) and ``paired``
+    (label -> intervals of the per-seed difference from the first column).
+    """
+    out: dict[str, Any] = {
         "scenario": results[0].scenario.name,
         "seed": results[0].seed,
         "policies": [r.policy for r in results],
-        "runs": {r.policy: run_dict(r) for r in results},
+        "runs": {r.policy: run_dict(r, replications=(replications or {}).get(r.policy),
+                                    seeds=seeds)
+                 for r in results},
     }
+    if observed is not None:
+        out["as_it_happened"] = observed_dict(observed)
+    if paired:
+        out["paired_differences"] = {
+            "baseline": results[0].policy,
+            "method": "common random numbers: per-seed difference from the baseline",
+            **{label: intervals_dict(ivs, seeds) for label, ivs in paired.items()},
+        }
+    return out
 
 
 def to_json_bytes(data: Any) -> bytes:
@@ -164,6 +285,32 @@ def _rows(results: Sequence[RunResult]) -> list[tuple[str, list[str]]]:
     add("overshoot (peak used - limit)", [format_usd(m.overshoot) for m in ms])
     add("underestimated (actual - estimate)", [format_usd(m.underestimated) for m in ms])
     return rows
+
+
+def _observed_cells(totals: ObservedTotals) -> dict[str, str]:
+    """The "as it happened" value of each `_rows` metric the log itself has."""
+    failed = totals.requests - totals.ok
+    return {
+        "arrivals": f"{totals.requests:,}",
+        "admitted": f"{totals.requests:,}",
+        "completed ok": f"{totals.ok:,}",
+        "error rate (admitted, not ok)": f"{failed / totals.requests:.2%}"
+        if totals.requests else "-",
+        "throughput": f"{totals.ok / totals.length:.3f} req/s" if totals.length > 0 else "-",
+        "latency p50": _fmt_s(totals.percentile(50)),
+        "latency p95": _fmt_s(totals.percentile(95)),
+        "latency p99": _fmt_s(totals.percentile(99)),
+        "spent": format_usd(totals.spent),
+    }
+
+
+def _with_observed(
+    rows: list[tuple[str, list[str]]], totals: ObservedTotals | None
+) -> list[tuple[str, list[str]]]:
+    if totals is None:
+        return rows
+    cells = _observed_cells(totals)
+    return [(name, [cells.get(name, "-"), *values]) for name, values in rows]
 
 
 def _table(headers: list[str], rows: list[tuple[str, list[str]]]) -> str:
@@ -211,16 +358,35 @@ def _invariants_block(results: Sequence[RunResult]) -> list[str]:
 
 _CHARTS = (
     ("spend.png", "Budget: used, spent and open reservations over time, with the limit"),
+    ("replications.png", "Every seed, and the mean with its confidence interval"),
     ("rejections.png", "Rejections over time by reason"),
     ("latency_cdf.png", "Latency CDF of successful requests"),
 )
 
 
-def run_markdown(result: RunResult, charts: Sequence[str] = ()) -> str:
+def _warmup_lines(result: RunResult) -> list[str]:
+    cut = warmup(result.tally.latencies)
+    if cut is None or cut.cut == 0:
+        return []
+    return ["## Warm-up", "",
+            f"MSER-5 cuts the first {cut.cut:,} requests (successful replies, in completion "
+            f"order): mean latency {_fmt_s(cut.mean_latency)} after the cut, "
+            f"{_fmt_s(cut.mean_all)} over all.", ""]
+
+
+def run_markdown(
+    result: RunResult, charts: Sequence[str] = (), observed: ObservedTotals | None = None,
+    *, replications: Mapping[str, Interval] | None = None, seeds: Sequence[int] = (),
+) -> str:
     """``summary.md`` of one run; ``charts`` are the chart file names written beside it."""
     lines = _scenario_block(result)
     lines += [f"## Results (policy `{result.policy}`)", ""]
-    lines += [_table(["metric", "value"], _rows([result])), ""]
+    headers = ["metric", "as it happened", "replayed"] if observed else ["metric", "value"]
+    lines += [_table(headers, _with_observed(_rows([result]), observed)), ""]
+    if replications is not None:
+        lines += intervals_markdown([("mean over seeds", replications)], seeds,
+                                    "Replications")
+    lines += _warmup_lines(result)
     m = result.metrics
     lines += ["## Keys", "", "| key | requests | ok | mean in flight |", "|---|---|---|---|"]
     lines += [f"| {label} | {n:,} | {ok:,} | {busy:.3f} |" for label, n, ok, busy in m.per_key]
@@ -242,16 +408,33 @@ def _charts_block(charts: Sequence[str]) -> list[str]:
     return lines
 
 
-def compare_markdown(results: Sequence[RunResult], charts: Sequence[str] = ()) -> str:
-    """``summary.md`` comparing policies on the same arrivals, side by side."""
+def compare_markdown(
+    results: Sequence[RunResult], charts: Sequence[str] = (),
+    observed: ObservedTotals | None = None,
+    *,
+    replications: Mapping[str, Mapping[str, Interval]] | None = None,
+    paired: Mapping[str, Mapping[str, Interval]] | None = None,
+    seeds: Sequence[int] = (),
+) -> str:
+    """``summary.md`` comparing policies on the same arrivals, side by side (after the
+    replayed log's own totals, "as it happened", if given)."""
     lines = _scenario_block(results[0])
     lines += ["## Policies side by side", ""]
-    lines += [
-        "Same scenario, seed and arrivals; only the gateway policy differs.",
-        "",
-        _table(["metric", *[f"`{r.policy}`" for r in results]], _rows(results)),
-        "",
-    ]
+    intro = "Same scenario, seed and arrivals; only the gateway policy differs."
+    if observed is not None:
+        intro = ("The log as it happened (its own totals), then each what-if replaying the "
+                 "same calls with their observed timing and outcomes; rows a what-if gateway "
+                 "refuses never reach the provider.")
+    headers = ["metric", *(["as it happened"] if observed else []),
+               *[f"`{r.policy}`" for r in results]]
+    lines += [intro, "", _table(headers, _with_observed(_rows(results), observed)), ""]
+    if replications:
+        lines += intervals_markdown([(f"`{k}`", v) for k, v in replications.items()], seeds,
+                                    "Replications")
+    if paired:
+        lines += intervals_markdown(
+            [(f"`{k}` - `{results[0].policy}`", v) for k, v in paired.items()], seeds,
+            "Paired differences (common random numbers: same arrivals and draws per seed)")
     lines += _invariants_block(results)
     lines += _charts_block(charts)
     return "\n".join(lines)

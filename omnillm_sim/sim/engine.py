@@ -27,10 +27,12 @@ import simpy
 
 from omnillm_sim import gateway as gw
 from omnillm_sim.budget import BudgetTracker, SeedBudgetTracker
+from omnillm_sim.errors import OmniLLMError, TraceError
 from omnillm_sim.money import format_usd
 from omnillm_sim.policy import get_policy
-from omnillm_sim.pricing import catalogue
+from omnillm_sim.pricing import Usage, catalogue
 from omnillm_sim.sim.checker import InvariantChecker
+from omnillm_sim.sim.importers import ObservedRow, in_start_order, is_observed, read_observed
 from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample, Tally
 from omnillm_sim.sim.provider import Provider, ProviderReply
 from omnillm_sim.sim.scenario import Scenario
@@ -183,6 +185,7 @@ class _Run:
         self.last_change = 0.0
         self.end_time = 0.0
         self.arrivals_done = False
+        self.failure: Exception | None = None
         limits = {}
         for spec in scenario.keys:
             for label in spec.labels():
@@ -233,11 +236,15 @@ class _Run:
 
     # -- request life --------------------------------------------------------------------
 
-    def arrive(self, arrival: Arrival, done: simpy.Event | None = None) -> bool:
+    def arrive(
+        self, arrival: Arrival, observed: ObservedRow | None = None,
+        done: simpy.Event | None = None,
+    ) -> bool:
         """Admit or reject ``arrival`` now; True if admitted.
 
         An admitted request goes to the provider, whose reply ends it (`_replied`); ``done``
-        (a closed-loop client's) succeeds then.
+        (a closed-loop client's) succeeds then. An ``observed`` log row is served as it
+        happened (`_replay`), not by the provider.
         """
         request = gw.Request(
             id=arrival.id,
@@ -273,7 +280,10 @@ class _Run:
             checker.admitted(arrival.id, decision.estimate.cost)
         self._move(decision.key, 1)
         self._budget_step()
-        self.provider.submit(decision.key_label, arrival, (decision, arrival, done))
+        if observed is not None:
+            self.env.process(self._replay(decision, arrival, observed))
+        else:
+            self.provider.submit(decision.key_label, arrival, (decision, arrival, done))
         return True
 
     def _replied(self, reply: ProviderReply, token: Any) -> None:
@@ -307,7 +317,87 @@ class _Run:
         if done is not None:
             done.succeed()
 
+    def _replay(
+        self, admission: Any, arrival: Arrival, row: ObservedRow
+    ) -> Generator[simpy.Event, Any, None]:
+        """Observed timing: end ``row`` after its observed duration with its observed outcome.
+
+        The what-if gateway's ``request_timeout`` still cuts a call that took longer.
+        """
+        start = self.env.now
+        duration = row.end - row.start
+        limit = self.scenario.gateway.request_timeout
+        usage = Usage(arrival.prompt_tokens, row.output_tokens)
+        if duration > limit:
+            yield self.env.timeout(limit)
+            kind, outcome = "timeout", gw.timeout()
+        else:
+            yield self.env.timeout(duration)
+            kind = row.label
+            if row.outcome == "ok":
+                outcome = gw.Outcome("ok", usage, cost=row.cost)
+            elif row.outcome == "http_error":
+                outcome = gw.Outcome("http_error", status=row.status, cost=row.cost)
+            elif row.outcome == "cancelled":
+                partial = usage if row.output_tokens else None
+                outcome = gw.Outcome("cancelled", partial, cost=row.cost)
+            else:
+                outcome = gw.Outcome("timeout", cost=row.cost)
+        now = self.env.now
+        settlement = self.gateway.finish(admission, outcome, now)
+        if self.checker is not None:
+            self.checker.touched(admission.key)
+            self.checker.settled(arrival.id, settlement.charged)
+        self._move(admission.key, -1)
+        if now > self.end_time:
+            self.end_time = now
+        self.tally.served(admission.key, kind, arrival.time, start, now)
+        if self.keep_records:
+            self.records.append(_new(RequestRecord, (
+                arrival.id, arrival.time, arrival.model, arrival.prompt_tokens,
+                row.output_tokens if kind == "ok" else 0, "admitted", None,
+                admission.key_label, start, now, admission.estimate.cost, settlement.charged,
+                kind,
+            )))
+            self._budget_step()
+
     # -- processes -----------------------------------------------------------------------
+
+    def observed_source(self) -> Generator[simpy.Event, Any, None]:
+        """Arrivals of an observed-timing log, at each row's start (x ``1 / speed``)."""
+        env, scenario = self.env, self.scenario
+        spec = scenario.workload.trace
+        assert spec is not None
+        models = dict(spec.models)
+        rows = in_start_order(read_observed(spec.path, spec.format, columns=dict(spec.columns),
+                                            time_unit=spec.time_unit), str(spec.path))
+        origin: float | None = None
+        count = 0
+        while True:
+            # A bad row is kept and raised by `execute`: SimPy would re-create the exception
+            # from its args, losing the TraceError's file, line and column.
+            try:
+                row = next(rows, None)
+            except (TraceError, ValueError) as exc:
+                self.failure = exc
+                break
+            if row is None:
+                break
+            count += 1
+            if origin is None:
+                origin = row.start
+            t = (row.start - origin) / spec.speed
+            if t >= scenario.duration or (spec.limit is not None and count > spec.limit):
+                break
+            if scenario.max_requests is not None and self.factory.made >= scenario.max_requests:
+                break
+            delay = t - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            model = models.get(row.model, row.model) if row.model else None
+            self.arrive(self.factory.make(t, prompt_tokens=row.prompt_tokens,
+                                          output_tokens=row.output_tokens, model=model), row)
+        self.arrivals_done = True
 
     def open_source(self) -> None:
         """Start the open workload: arrivals come from timeout callbacks, one per instant."""
@@ -346,7 +436,7 @@ class _Run:
             if limit is not None and self.factory.made >= limit:
                 return
             done = self.env.event()
-            if self.arrive(self.factory.make(self.env.now), done):
+            if self.arrive(self.factory.make(self.env.now), done=done):
                 yield done
 
     def closed_source(self) -> Generator[simpy.Event, Any, None]:
@@ -402,8 +492,11 @@ class _Run:
 
     def execute(self, progress: ProgressFn | None) -> RunResult:
         env = self.env
+        trace = self.scenario.workload.trace
         if self.scenario.workload.kind == "closed":
             env.process(self.closed_source())
+        elif trace is not None and is_observed(trace.format, dict(trace.columns)):
+            env.process(self.observed_source())
         else:
             self.open_source()
         env.process(self.sampler())
@@ -417,11 +510,18 @@ class _Run:
                 step()
             except simpy.core.EmptySchedule:
                 break
+            except OmniLLMError as exc:
+                # SimPy re-raises a process's exception as a copy whose cause is the original:
+                # surface the original (its traceback points at the bad row, not at SimPy).
+                original = exc.__cause__
+                raise (original if type(original) is type(exc) else exc) from None
             events += 1
             if checker is not None:
                 checker.check(events, env.now)
             if progress is not None and events % _PROGRESS_EVERY == 0:
                 progress(min(env.now / horizon, 1.0))
+        if self.failure is not None:
+            raise self.failure
         if checker is not None:
             checker.at_end(events, env.now)
         self._close_areas()

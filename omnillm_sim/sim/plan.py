@@ -16,10 +16,19 @@ seed (the worst seed decides).
 Both assume monotonicity (more traffic never helps, more keys never hurt), which holds for the
 metrics here up to simulation noise; the capacity chart shows every evaluated point so a
 non-monotone curve is visible.
+
+With ``confidence`` set (the CLI's default, 0.95) a point is decided on confidence intervals
+instead of the worst seed: each target's metric gets a Student-t interval over the seeds
+(`omnillm_sim.sim.stats.mean_ci`); a ``<=`` target is met when the interval's upper bound is
+within the bound, missed when its lower bound is beyond it. While some target is neither,
+seeds are added one at a time (sequential replications) up to ``max_seeds``; a point still
+straddling a bound then is *undecided*, and the search treats it as not meeting the targets
+(so the answer is one whose intervals clear every target).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +36,10 @@ from dataclasses import dataclass
 from omnillm_sim.errors import ConfigError
 from omnillm_sim.sim.metrics import METRIC_NAMES, Metrics
 from omnillm_sim.sim.scenario import Scenario
+from omnillm_sim.sim.stats import Interval, mean_ci
 from omnillm_sim.sim.units import parse_duration
 
-__all__ = ["PlanResult", "Target", "parse_target", "plan"]
+__all__ = ["PlanResult", "PointDetail", "Target", "parse_target", "plan"]
 
 _TARGET_RE = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=)\s*(\S+)\s*$")
 _LATENCY = ("p50", "p95", "p99", "mean_latency", "mean_wait")
@@ -80,9 +90,24 @@ def parse_target(text: str) -> Target:
     return Target(metric, op, bound)
 
 
+@dataclass(frozen=True, slots=True)
+class PointDetail:
+    """How a point was decided on intervals: ``verdict`` is ``meets``, ``misses`` or
+    ``undecided``; ``intervals`` per target metric over the ``seeds`` run there."""
+
+    x: float
+    verdict: str
+    seeds: tuple[int, ...]
+    intervals: dict[str, Interval]
+
+
 @dataclass(frozen=True)
 class PlanResult:
-    """The answer (``None`` if even the smallest setting misses) and every evaluated point."""
+    """The answer (``None`` if even the smallest setting misses) and every evaluated point.
+
+    ``points`` hold ``(x, values, meets)`` (values: worst seed, or means with ``confidence``);
+    ``details`` the intervals and verdict of each point when decided on intervals.
+    """
 
     vary: str
     answer: float | None
@@ -90,6 +115,12 @@ class PlanResult:
     points: tuple[tuple[float, dict[str, float], bool], ...]
     seeds: tuple[int, ...]
     note: str
+    confidence: float | None = None
+    details: tuple[PointDetail, ...] = ()
+
+    def detail(self, x: float | None) -> PointDetail | None:
+        """The interval detail of point ``x`` (``None``: not decided on intervals)."""
+        return next((d for d in self.details if d.x == x), None)
 
 
 Runner = Callable[[Scenario, int], Metrics]
@@ -110,6 +141,45 @@ def _evaluate(
             else:
                 worst[t.metric] = min(worst[t.metric], value)
     return worst, all(t.met(worst[t.metric]) for t in targets)
+
+
+def _verdict(target: Target, iv: Interval, values: Sequence[float]) -> str:
+    """``meets``, ``misses`` or ``undecided`` for one target's interval."""
+    if values and all(math.isinf(v) for v in values):  # undefined on every seed (no reply)
+        return "misses" if target.op == "<=" else "meets"
+    if target.op == "<=":
+        if iv.high <= target.bound:
+            return "meets"
+        return "misses" if iv.low > target.bound else "undecided"
+    if iv.low >= target.bound:
+        return "meets"
+    return "misses" if iv.high < target.bound else "undecided"
+
+
+def _evaluate_ci(
+    x: float, scenario: Scenario, targets: Sequence[Target], seeds: Sequence[int],
+    max_seeds: int, confidence: float, runner: Runner,
+) -> tuple[dict[str, float], PointDetail]:
+    used = list(seeds)
+    while len(used) < 2:
+        used.append(used[-1] + 1)
+    runs = [runner(scenario, seed) for seed in used]
+    while True:
+        values = {t.metric: [m.value(t.metric) for m in runs] for t in targets}
+        intervals = {metric: mean_ci(v, confidence) for metric, v in values.items()}
+        verdicts = [_verdict(t, intervals[t.metric], values[t.metric]) for t in targets]
+        if "misses" in verdicts:
+            verdict = "misses"
+        elif all(v == "meets" for v in verdicts):
+            verdict = "meets"
+        elif len(used) >= max_seeds:
+            verdict = "undecided"
+        else:
+            used.append(used[-1] + 1)
+            runs.append(runner(scenario, used[-1]))
+            continue
+        means = {metric: iv.mean for metric, iv in intervals.items()}
+        return means, PointDetail(x, verdict, tuple(used), intervals)
 
 
 def _default_runner(check: bool) -> Runner:
@@ -135,12 +205,23 @@ def plan(
     check: bool = False,
     runner: Runner | None = None,
     on_point: Callable[[float, dict[str, float], bool], None] | None = None,
+    confidence: float | None = None,
+    max_seeds: int = 10,
+    on_detail: Callable[[PointDetail], None] | None = None,
 ) -> PlanResult:
     """Search the capacity of ``scenario`` against ``targets`` (see the module docstring).
+
+    ``confidence`` decides each point on intervals over at least ``seeds`` (at least two)
+    and at most ``max_seeds`` seeds; ``None`` keeps the worst-seed rule.
 
     Raises:
         ConfigError: no targets, an unknown ``vary``, or bad search bounds.
     """
+    if confidence is not None and not 0 < confidence < 1:
+        raise ConfigError("--confidence", confidence, "must be in (0, 1), e.g. 0.95")
+    if confidence is not None and max_seeds < max(2, len(seeds)):
+        raise ConfigError("--max-seeds", max_seeds,
+                          f"must be >= the initial seeds and >= 2 (got {len(seeds)} seeds)")
     if not targets:
         raise ConfigError("--target", None, "is required at least once")
     if vary not in ("traffic", "keys"):
@@ -149,10 +230,19 @@ def plan(
         raise ConfigError("start", start, f"must be in (0, {max_factor:g}]")
     run_one = runner or _default_runner(check)
     points: list[tuple[float, dict[str, float], bool]] = []
+    details: list[PointDetail] = []
 
     def at(x: float) -> bool:
         candidate = scenario.scaled(x) if vary == "traffic" else scenario.with_key_count(int(x))
-        values, ok = _evaluate(candidate, targets, seeds, run_one)
+        if confidence is None:
+            values, ok = _evaluate(candidate, targets, seeds, run_one)
+        else:
+            values, detail = _evaluate_ci(x, candidate, targets, seeds, max_seeds, confidence,
+                                          run_one)
+            ok = detail.verdict == "meets"
+            details.append(detail)
+            if on_detail is not None:
+                on_detail(detail)
         points.append((x, values, ok))
         if on_point is not None:
             on_point(x, values, ok)
@@ -162,7 +252,13 @@ def plan(
         answer, note = _search_traffic(at, start, max_factor, tolerance, max_evaluations)
     else:
         answer, note = _search_keys(at, scenario.keys[0].count, max_keys, max_evaluations)
-    return PlanResult(vary, answer, tuple(targets), tuple(points), tuple(seeds), note)
+    undecided = [d.x for d in details if d.verdict == "undecided"]
+    if undecided:
+        where = ", ".join(f"{x:.4g}" for x in sorted(undecided))
+        note += (f"; undecided after {max_seeds} seeds at {where} (the interval straddles a "
+                 "target: counted as not meeting it)")
+    return PlanResult(vary, answer, tuple(targets), tuple(points), tuple(seeds), note,
+                      confidence, tuple(details))
 
 
 def _search_traffic(

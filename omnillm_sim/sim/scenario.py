@@ -7,7 +7,13 @@ path, what was expected and what was found::
 
     scenarios/x.toml: workload.rate: expected a rate like "20/s" or "500/min", got 'fast'
 
-Unknown keys are errors too (a typo must not silently fall back to a default). `load_scenario`
+Unknown keys are errors too (a typo must not silently fall back to a default). Files are UTF-8
+(a UTF-8 byte-order mark is accepted); numbers in strings (rates, durations, money) are ASCII
+digits only, so ``"１０/s"`` or ``"1_000"`` are refused rather than guessed.
+
+Sizes the user controls have documented limits, checked here before any run (``[limits]``,
+`LimitsSpec`): keys, samples per run, expected arrivals and trace line length. Each can be
+raised in the file or with ``--set limits.KEY=N``. `load_scenario`
 also applies dotted-path overrides (``{"workload.rate": "40/s", "keys.0.count": 4}``) before
 checking, which is how ``sweep`` and ``plan`` vary a scenario.
 """
@@ -15,7 +21,9 @@ checking, which is how ``sweep`` and ``plan`` vary a scenario.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,10 +36,10 @@ from omnillm_sim.sim.units import (
     DURATION_EXPECTED,
     MONEY_EXPECTED,
     RATE_EXPECTED,
-    parse_duration,
-    parse_money,
-    parse_rate,
 )
+from omnillm_sim.sim.units import parse_duration as _parse_duration
+from omnillm_sim.sim.units import parse_money as _parse_money
+from omnillm_sim.sim.units import parse_rate as _parse_rate
 
 __all__ = [
     "TRACE_FORMATS",
@@ -40,6 +48,7 @@ __all__ = [
     "FaultSpec",
     "GatewaySpec",
     "KeySpec",
+    "LimitsSpec",
     "PricesSpec",
     "ProviderSpec",
     "RequestSpec",
@@ -47,16 +56,44 @@ __all__ = [
     "TraceSpec",
     "WorkloadSpec",
     "coerce_literal",
+    "expected_arrivals",
     "load_scenario",
+    "parse_toml",
+    "read_text_file",
     "scenario_from_dict",
     "scenario_from_text",
 ]
 
 WORKLOADS = ("poisson", "bursty", "diurnal", "closed", "trace")
-TRACE_FORMATS = ("azure", "burstgpt", "csv", "jsonl")
+TRACE_FORMATS = ("azure", "burstgpt", "csv", "jsonl",
+                 "pytest-omnillm", "otel-genai", "litellm-spend")  # the last 3: sim/importers
 _KNOWN_POLICIES = ("omnillm-0.1.5", "safe")
 _DEFAULT_FALLBACK: str | None = "gpt-4o"
 _STRATEGIES = ("omnillm", "round-robin", "least-loaded", "power-of-two")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsSpec:
+    """``[limits]``: bounds on sizes the user controls, checked before a run starts.
+
+    ``keys``: keys after expanding ``count``; ``samples``: budget samples per run (duration /
+    sample_interval); ``arrivals``: expected requests of a synthetic workload (rate x duration,
+    or ``max_requests`` if smaller); ``line_length``: characters in one trace line (a trace of
+    one endless line, like /dev/zero, stops there). Raise one with ``--set limits.keys=50000``.
+    """
+
+    keys: int = 2_000
+    samples: int = 100_000
+    arrivals: int = 5_000_000
+    line_length: int = 1 << 20  # characters (1 Mi)
+
+
+MAX_TOKENS = 1_000_000_000
+"""Largest token count a request size (mean, low, high) may have: beyond any model's window."""
+MAX_CV = 100.0
+"""Largest coefficient of variation of a lognormal (sigma ~ 3; larger is numerically NaN)."""
+SPEED_RANGE = (1e-6, 1e6)
+"""Replay speed factors accepted: slower or faster than that no longer fits a float clock."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +169,7 @@ class TraceSpec:
     time_unit: str = "s"
     models: tuple[tuple[str, str], ...] = ()
     limit: int | None = None
+    max_line_length: int = 1 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,6 +274,7 @@ class Scenario:
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     provider: ProviderSpec = field(default_factory=ProviderSpec)
     faults: tuple[FaultSpec, ...] = ()
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
 
     def key_labels(self) -> list[str]:
         """Every key label after expanding ``count``."""
@@ -294,7 +333,7 @@ class _Table:
         raw = self.data[key]
         try:
             return parse(raw)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise self.error(key, expected, raw) from exc
 
     def required(self, key: str, parse: Callable[[object], T], expected: str) -> T:
@@ -304,7 +343,7 @@ class _Table:
         raw = self.data[key]
         try:
             return parse(raw)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise self.error(key, expected, raw) from exc
 
     def sub(self, key: str, allowed: tuple[str, ...] = ()) -> _Table:
@@ -317,9 +356,35 @@ class _Table:
                 raise self.error(key, "no such key (a typo?)", self.data[key])
 
 
-def _int(minimum: int) -> Callable[[object], int]:
+def _ascii(parse: Callable[[object], T]) -> Callable[[object], T]:
+    """``parse`` that refuses non-ASCII strings: ``float("１０")`` and ``\\d`` accept them."""
+
+    def wrapped(value: object) -> T:
+        if isinstance(value, str) and not value.isascii():
+            raise ValueError(value)
+        return parse(value)
+
+    return wrapped
+
+
+parse_duration = _ascii(_parse_duration)
+parse_rate = _ascii(_parse_rate)
+_MONEY_RE = re.compile(r"\s*\$?\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*", re.ASCII)
+
+
+def parse_money(value: object) -> MicroDollar | None:
+    """`units.parse_money`, but a string must be plain ASCII decimal (no ``1_000``, no ``１``)."""
+    if (isinstance(value, str) and value.strip().lower() != "unlimited"
+            and not _MONEY_RE.fullmatch(value)):
+        raise ValueError(value)
+    return _parse_money(value)
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if type(value) is not int or value < minimum:
+            raise ValueError(value)
+        if maximum is not None and value > maximum:
             raise ValueError(value)
         return value
 
@@ -351,6 +416,24 @@ def _string(choices: tuple[str, ...] = ()) -> Callable[[object], str]:
         return value
 
     return parse
+
+
+NAME_MAX_LENGTH = 100
+NAME_EXPECTED = (
+    f"a label of at most {NAME_MAX_LENGTH} characters with no path separator, no '..', no "
+    "control character, not starting with '.' (the name becomes the folder reports/<name>)"
+)
+
+
+def _label(value: object) -> str:
+    """A scenario name: a label that is also a safe single folder name (never a path)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX_LENGTH:
+        raise ValueError(value)
+    if value.startswith(".") or "/" in value or "\\" in value or ".." in value:
+        raise ValueError(value)
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise ValueError(value)
+    return value
 
 
 def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
@@ -387,12 +470,12 @@ def _distribution(
     if key not in table.data:
         return default
     raw = table.data[key]
-    number = parse_duration if duration else _float(0.0)
-    unit = " (seconds or a duration)" if duration else ""
+    number = parse_duration if duration else _float(0.0, maximum=MAX_TOKENS)
+    unit = " (seconds or a duration)" if duration else f" and <= {MAX_TOKENS:,}"
     if not isinstance(raw, dict):
         try:
             return Distribution.constant(number(raw))
-        except ValueError:
+        except (ValueError, OverflowError):
             expected = (
                 f"a number >= 0{unit} or a table like {{ dist = \"exponential\", mean = ... }}"
             )
@@ -406,7 +489,8 @@ def _distribution(
         if name in needed:
             params[name] = sub.required(name, number, f"a number >= 0{unit}")
     if kind == "lognormal":
-        params["cv"] = sub.get("cv", _float(0.0), "a number >= 0", 1.0)
+        params["cv"] = sub.get("cv", _float(0.0, maximum=MAX_CV), f"a number in [0, {MAX_CV:g}]",
+                               1.0)
     sub.finish()
     try:
         return Distribution(kind=kind, **params)
@@ -414,7 +498,7 @@ def _distribution(
         raise table.error(key, "a valid distribution", f"{raw} ({exc})") from None
 
 
-def _read_keys(root: _Table) -> tuple[KeySpec, ...]:
+def _read_keys(root: _Table, limit: int) -> tuple[KeySpec, ...]:
     root.used.add("keys")
     raw = root.data.get("keys")
     if raw is None:
@@ -436,23 +520,32 @@ def _read_keys(root: _Table) -> tuple[KeySpec, ...]:
         )
         t.finish()
         specs.append(spec)
-    labels = [label for spec in specs for label in spec.labels()]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise root.error("keys", "unique key labels", label)
+        total = sum(s.count for s in specs)
+        if total > limit:  # before expanding the labels: count = 10**9 must not allocate
+            raise ScenarioError(root.source, f"keys[{i}].count",
+                                f"at most {limit:,} keys in all (raise limits.keys for more)",
+                                spec.count)
+    seen: set[str] = set()
+    for spec in specs:
+        for label in spec.labels():
+            if label in seen:
+                raise root.error("keys", "unique key labels", label)
+            seen.add(label)
     return tuple(specs)
 
 
-def _read_trace(t: _Table, base: Path) -> TraceSpec:
+def _read_trace(t: _Table, base: Path, limits: LimitsSpec) -> TraceSpec:
     path = t.required("path", _string(), "a path to a trace file")
     resolved = Path(path) if Path(path).is_absolute() else (base / path)
     fmt = t.get("format", _string(TRACE_FORMATS), _one_of(TRACE_FORMATS), "azure")
-    speed = t.get("speed", _float(0.0, strict=True), "a number > 0", 1.0)
+    low, high = SPEED_RANGE
+    speed = t.get("speed", _float(low, maximum=high), f"a number in [{low:g}, {high:g}]", 1.0)
     columns = t.sub("columns")
     column_map = {}
     for name in list(columns.data):
         column_map[name] = columns.get(name, _string(), "a column name", "")
-    allowed = ("time", "prompt_tokens", "output_tokens", "model")
+    allowed = ("time", "prompt_tokens", "output_tokens", "model",
+               "end", "duration", "status", "cost", "key")  # the last 5: observed logs
     for name in column_map:
         if name not in allowed:
             raise columns.error(name, "one of " + ", ".join(allowed), column_map[name])
@@ -474,10 +567,11 @@ def _read_trace(t: _Table, base: Path) -> TraceSpec:
         time_unit=time_unit,
         models=tuple(sorted(model_map.items())),
         limit=limit,
+        max_line_length=limits.line_length,
     )
 
 
-def _read_workload(t: _Table, base: Path) -> WorkloadSpec:
+def _read_workload(t: _Table, base: Path, limits: LimitsSpec) -> WorkloadSpec:
     kind = t.get("kind", _string(WORKLOADS), _one_of(WORKLOADS), "poisson")
     default = WorkloadSpec()
     rate_needed = kind in ("poisson", "bursty", "diurnal")
@@ -505,7 +599,8 @@ def _read_workload(t: _Table, base: Path) -> WorkloadSpec:
         ),
         think_time=_distribution(t, "think_time", default.think_time, duration=True),
         trace=_read_trace(t.sub("trace", ("path", "format", "speed", "columns", "time_unit",
-                                            "models", "limit")), base) if kind == "trace" else None,
+                                            "models", "limit")), base, limits)
+        if kind == "trace" else None,
     )
     if kind != "trace" and t.has("trace"):
         raise t.error("trace", 'no [workload.trace] table unless kind = "trace"', t.data["trace"])
@@ -567,8 +662,18 @@ def scenario_from_dict(
     root = _Table(dict(data), source, "", (
         "name", "description", "seed", "duration", "max_requests", "sample_interval", "records",
         "gateway", "keys", "budget", "prices", "requests", "workload", "provider", "faults",
+        "limits",
     ))
     base = base or Path.cwd()
+    lt = root.sub("limits", ("keys", "samples", "arrivals", "line_length"))
+    dlim = LimitsSpec()
+    limits = LimitsSpec(
+        keys=lt.get("keys", _int(1), "a positive integer", dlim.keys),
+        samples=lt.get("samples", _int(1), "a positive integer", dlim.samples),
+        arrivals=lt.get("arrivals", _int(1), "a positive integer", dlim.arrivals),
+        line_length=lt.get("line_length", _int(1), "a positive integer", dlim.line_length),
+    )
+    lt.finish()
     gw = root.sub("gateway", ("policy", "strategy", "attempt_cap", "breaker_threshold",
                               "breaker_cooldown", "request_timeout"))
     gateway = GatewaySpec(
@@ -581,7 +686,7 @@ def scenario_from_dict(
         request_timeout=gw.get("request_timeout", _positive_duration, DURATION_EXPECTED, 120.0),
     )
     gw.finish()
-    keys = _read_keys(root)
+    keys = _read_keys(root, limits.keys)
 
     bt = root.sub("budget", ("limit",))
     budget = BudgetSpec(limit=bt.get("limit", parse_money, MONEY_EXPECTED, None))
@@ -617,7 +722,7 @@ def scenario_from_dict(
 
     wt = root.sub("workload", ("kind", "rate", "burst_rate", "calm_time", "burst_time",
                                "amplitude", "period", "phase", "clients", "think_time", "trace"))
-    workload = _read_workload(wt, base)
+    workload = _read_workload(wt, base, limits)
     wt.finish()
 
     pv = root.sub("provider", ("ttft", "tokens_per_second", "jitter", "service", "concurrency",
@@ -650,7 +755,7 @@ def scenario_from_dict(
 
     faults = _read_faults(root, [label for spec in keys for label in spec.labels()])
     scenario = Scenario(
-        name=root.get("name", _string(), "a non-empty string", name),
+        name=root.get("name", _label, NAME_EXPECTED, "") or _default_name(source, name),
         source=source,
         question=question,
         description=root.get("description", _string(), "a non-empty string", ""),
@@ -669,9 +774,61 @@ def scenario_from_dict(
         workload=workload,
         provider=provider,
         faults=faults,
+        limits=limits,
     )
     root.finish()
+    _check_sizes(scenario, source)
     return scenario
+
+
+def expected_arrivals(scenario: Scenario) -> float:
+    """An upper estimate of the requests a synthetic workload makes (``inf``: unbounded).
+
+    Traces count as 0 here: their rows are bounded by the file (see `TraceSpec.limit`).
+    """
+    w = scenario.workload
+    if w.kind == "trace":
+        return 0.0
+    if w.kind == "closed":
+        cycle = w.think_time.expected
+        expected = w.clients * scenario.duration / cycle if cycle > 0 else math.inf
+    elif w.kind == "bursty":
+        expected = max(w.rate, w.burst_rate) * scenario.duration
+    elif w.kind == "diurnal":
+        expected = w.rate * (1.0 + w.amplitude) * scenario.duration
+    else:
+        expected = w.rate * scenario.duration
+    if scenario.max_requests is not None:
+        expected = min(expected, scenario.max_requests)
+    return expected
+
+
+def _check_sizes(scenario: Scenario, source: str) -> None:
+    """The derived sizes of a run against `LimitsSpec` (before any run starts)."""
+    limits = scenario.limits
+    interval = scenario.sample_interval or max(scenario.duration / 200.0, 1e-3)  # the engine's
+    samples = scenario.duration / interval
+    if samples > limits.samples:
+        raise ScenarioError(
+            source, "sample_interval",
+            f"an interval giving at most {limits.samples:,} samples over duration "
+            f"{scenario.duration:g}s (this gives {samples:,.0f}; raise limits.samples for more)",
+            scenario.sample_interval)
+    arrivals = expected_arrivals(scenario)
+    if arrivals > limits.arrivals:
+        got = "unbounded (think_time 0)" if math.isinf(arrivals) else f"about {arrivals:,.0f}"
+        raise ScenarioError(
+            source, "workload",
+            f"a workload of at most {limits.arrivals:,} requests (rate x duration, or "
+            "max_requests; raise limits.arrivals for more)", got)
+
+
+def _default_name(source: str, name: str) -> str:
+    try:
+        return _label(name)
+    except ValueError:
+        raise ScenarioError(source, "name", NAME_EXPECTED + "; the file name does not give "
+                            "one, so set name = \"...\"", name) from None
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: object, source: str) -> None:
@@ -700,8 +857,25 @@ def coerce_literal(text: str) -> object:
     """A command-line value as TOML would read it: ``4`` -> 4, ``0.5`` -> 0.5, else the string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError):
         return text
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """The table in a scenario's TOML ``text``.
+
+    Raises:
+        ScenarioError: invalid TOML, nesting too deep to read, an integer of over 4,300 digits.
+    """
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(source, "<toml>", "valid TOML", str(exc)) from None
+    except RecursionError:
+        raise ScenarioError(source, "<toml>", "TOML nested less deeply",
+                            "arrays or tables nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ScenarioError(source, "<toml>", "numbers of a sensible size", str(exc)) from None
 
 
 def scenario_from_text(
@@ -717,15 +891,44 @@ def scenario_from_text(
     Raises:
         ScenarioError: invalid TOML, or a bad or unknown key.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, "<toml>", "valid TOML", str(exc)) from None
+    data = parse_toml(text, source)
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted, value, source)
     return scenario_from_dict(
         data, source=source, base=base, name=name, question=_leading_comment(text)
     )
+
+
+MAX_FILE_BYTES = 16 << 20
+"""Largest scenario file read (a scenario is a few kB; /dev/zero must not fill the memory)."""
+
+
+def _encoding_hint(data: bytes, exc: UnicodeDecodeError) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text (save the file as UTF-8)"
+    return (f"byte 0x{data[exc.start]:02x} at offset {exc.start}, which is not UTF-8 "
+            "(Latin-1 or binary? save the file as UTF-8)")
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a UTF-8 file (a UTF-8 byte-order mark is accepted and dropped).
+
+    Raises:
+        ScenarioError: the file cannot be read, or is not UTF-8 (UTF-16, Latin-1, binary).
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ScenarioError(str(path), "<file>", what, exc.strerror or str(exc)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ScenarioError(str(path), "<file>", f"a file of at most {MAX_FILE_BYTES:,} bytes",
+                            "a larger file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), "<file>", "UTF-8 text", _encoding_hint(data, exc)
+                            ) from None
 
 
 def load_scenario(path: str | Path, overrides: Mapping[str, object] | None = None) -> Scenario:
@@ -739,10 +942,7 @@ def load_scenario(path: str | Path, overrides: Mapping[str, object] | None = Non
         ScenarioError: the file is missing, is not valid TOML, or has a bad or unknown key.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(str(path), "<file>", "a readable scenario file", exc.strerror) from None
+    text = read_text_file(path, "a readable scenario file")
     return scenario_from_text(
         text, source=str(path), base=path.parent.resolve(), name=path.stem, overrides=overrides
     )

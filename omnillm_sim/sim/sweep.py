@@ -13,17 +13,26 @@ Executors:
 
 Each task is a pure function of (scenario text, overrides, seed), so every executor gives the
 same rows, in the same (grid, seed) order.
+
+Interruption: tasks are handed out a few at a time (never all at once), so Ctrl-C or SIGTERM
+(which the CLI turns into `KeyboardInterrupt`) cancels what is still pending, terminates the
+worker processes (or cancels the Dask futures) and returns within a couple of seconds. Local
+workers ignore SIGINT themselves: the terminal sends it to the whole process group, and only
+the parent decides what to stop.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import os
+import signal
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omnillm_sim.errors import ConfigError
 from omnillm_sim.sim.metrics import METRIC_NAMES
 from omnillm_sim.sim.scenario import Scenario, load_scenario, scenario_from_text
 
@@ -87,22 +96,76 @@ class SweepResult:
         return [dict(row) for row in self.rows]
 
 
-def _dask_map(tasks: list[SweepTask], address: str) -> list[dict[str, Any]]:
+DASK_CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a Dask scheduler (``--dask tcp://...``) before giving up."""
+
+
+def _dask_map(tasks: Sequence[SweepTask], address: str) -> list[dict[str, Any]]:
     try:
         from dask.distributed import Client, LocalCluster
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "--dask needs the optional dependency: pip install 'omnillm-sim[dask]'"
-        ) from exc
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError("--dask", address, "needs the optional dependency: "
+                          "pip install 'omnillm-sim[dask]'") from None
     if address == "local":
         with LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
-            futures = client.map(run_task, tasks, pure=False)
-            return list(client.gather(futures))
-    with Client(address) as client:  # type: ignore[no-untyped-call]
-        futures = client.map(run_task, tasks, pure=False)
+            return _dask_gather(client, tasks)
+    try:
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError("--dask", address, f"is not a reachable Dask scheduler ({exc})"
+                          ) from None
+    with client:
+        return _dask_gather(client, tasks)
+
+
+def _dask_gather(client: Any, tasks: Sequence[SweepTask]) -> list[dict[str, Any]]:
+    futures = client.map(run_task, tasks, pure=False)
+    try:
         return list(client.gather(futures))
+    except BaseException:
+        client.cancel(futures)  # Ctrl-C or an error: nothing keeps running on the cluster
+        raise
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel pending tasks and end the workers now, without waiting for running ones."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.terminate()
+    for process in list(processes.values()):
+        process.join(timeout=1.0)
+        if process.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
+            process.kill()
+
+
+def _local_map(tasks: Iterator[SweepTask], workers: int | None) -> list[dict[str, Any]]:
+    """Run ``tasks`` on local processes, at most ``2 x workers`` submitted at a time."""
+    size = workers or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(max_workers=size, initializer=_ignore_sigint)
+    rows: dict[int, dict[str, Any]] = {}
+    pending: dict[Future[dict[str, Any]], int] = {}
+    numbered = enumerate(tasks)
+    try:
+        while True:
+            for number, task in itertools.islice(numbered, 2 * size - len(pending)):
+                pending[pool.submit(run_task, task)] = number
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                rows[pending.pop(future)] = future.result()
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+    return [rows[i] for i in range(len(rows))]
 
 
 def sweep(
@@ -123,24 +186,27 @@ def sweep(
     """
     path = Path(path)
     scenario = load_scenario(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     points = expand_grid(grid)
     for point in points:  # fail fast, with the loader's message, before starting workers
         load_scenario(path, dict(point))
-    tasks = [
-        SweepTask(text, str(path), str(path.parent.resolve()), path.stem, point, seed, check)
-        for point in points
-        for seed in seeds
-    ]
+    if workers is not None and workers < 1:
+        raise ConfigError("workers", workers, "must be >= 1")
+    base = str(path.parent.resolve())
+
+    def tasks() -> Iterator[SweepTask]:
+        for point in points:
+            for seed in seeds:
+                yield SweepTask(text, str(path), base, scenario.name, point, seed, check)
+
     if dask is not None:
-        rows = _dask_map(tasks, dask)
+        rows = _dask_map(list(tasks()), dask)
         executor = "dask-local" if dask == "local" else f"dask {dask}"
-    elif workers == 1 or len(tasks) == 1:
-        rows = [run_task(t) for t in tasks]
+    elif workers == 1 or len(points) * len(seeds) == 1:
+        rows = [run_task(t) for t in tasks()]
         executor = "in-process"
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(run_task, tasks))
+        rows = _local_map(tasks(), workers)
         executor = "processes"
     return SweepResult(
         scenario=scenario,

@@ -15,7 +15,10 @@ Formats:
 * ``csv`` / ``jsonl`` — named columns chosen by the scenario (``time``, ``prompt_tokens``,
   ``output_tokens`` and optionally ``model``); ``time_unit`` is ``s``, ``ms`` or ``iso``.
 
-Rows must be in time order (a replay cannot go back in time).
+Rows must be in time order (a replay cannot go back in time). Files are UTF-8 (a UTF-8
+byte-order mark is accepted); token counts are ASCII digits (no ``1_000``, no ``１``) up to
+`MAX_TOKENS`; a line longer than ``max_line_length`` characters (default 1 Mi) stops the read
+with an error before it fills the memory (a trace that is one endless line, like /dev/zero).
 
 Speed: the ``azure`` reader converts blocks of about 64 KiB at a time with C-level ``map``
 calls (timestamps, token counts, order check, rows), which keeps it within about twice the
@@ -27,17 +30,25 @@ same line and rows before a bad one are still yielded first.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import operator
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from omnillm_sim.errors import TraceError
+from omnillm_sim.errors import ConfigError, TraceError
 
-__all__ = ["AZURE_HEADER", "BURSTGPT_HEADER", "TraceRow", "read_trace"]
+__all__ = ["AZURE_HEADER", "BURSTGPT_HEADER", "MAX_TOKENS", "TraceRow", "read_trace"]
+
+MAX_TOKENS = 1_000_000_000
+"""Largest token count a trace row may carry (beyond any model's context window)."""
+DEFAULT_MAX_LINE = 1 << 20
+_TOKENS_EXPECTED = f"a token count (an integer from 0 to {MAX_TOKENS:,})"
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 AZURE_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_HEADER = (
@@ -62,15 +73,16 @@ class TraceRow(NamedTuple):
 
 def _tokens(path: str, line: int, column: str, raw: str) -> int:
     text = raw.strip()
-    if not text.isdigit():
-        raise TraceError(path, line, column, "a token count (an integer >= 0)", raw)
+    # isdigit alone accepts "²" and "１"; the length check comes before int() (4,300 digits)
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or int(text) > MAX_TOKENS:
+        raise TraceError(path, line, column, _TOKENS_EXPECTED, raw)
     return int(text)
 
 
 def _seconds(path: str, line: int, column: str, raw: object, unit: str) -> float:
     try:
         if unit == "iso":
-            if not isinstance(raw, str):
+            if not isinstance(raw, str) or not raw.isascii():
                 raise ValueError(raw)
             stamp = datetime.fromisoformat(raw.strip())
             if stamp.tzinfo is None:  # no zone: read as UTC, never the machine's local time
@@ -78,11 +90,13 @@ def _seconds(path: str, line: int, column: str, raw: object, unit: str) -> float
             return stamp.timestamp()
         if isinstance(raw, bool):
             raise ValueError(raw)
+        if isinstance(raw, str) and not _NUMBER_RE.fullmatch(raw.strip()):
+            raise ValueError(raw)  # float() also takes "1_000", "１２" and "nan"
         value = float(raw.strip()) if isinstance(raw, str) else float(raw)  # type: ignore[arg-type]
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(raw)
         return value / 1000.0 if unit == "ms" else value
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         expected = {"iso": "an ISO 8601 timestamp", "ms": "milliseconds", "s": "seconds"}[unit]
         raise TraceError(path, line, column, expected, raw) from None
 
@@ -109,16 +123,75 @@ class _Clock:
 
 def _open(path: Path) -> IO[str]:
     try:
-        return path.open("r", encoding="utf-8", newline="")
+        return path.open("r", encoding="utf-8-sig", newline="")
     except OSError as exc:
-        raise TraceError(str(path), 0, "<file>", "a readable trace file", exc.strerror) from None
+        raise TraceError(str(path), 0, "<file>", "a readable trace file",
+                         exc.strerror or str(exc)) from None
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _not_utf8(name: str, line: int, exc: UnicodeDecodeError) -> TraceError:
+    if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") and line <= 1:
+        got = "UTF-16 text (save the file as UTF-8)"
+    else:
+        got = (f"byte 0x{exc.object[exc.start]:02x}, which is not UTF-8 (Latin-1 or binary? "
+               "save the file as UTF-8)")
+    return TraceError(name, line, "<row>", "UTF-8 text", got)
+
+
+class _Blocks:
+    """Reads a text file in blocks of whole lines, refusing a line over ``max_line`` chars."""
+
+    def __init__(self, name: str, handle: IO[str], max_line: int) -> None:
+        self.name = name
+        self.handle = handle
+        self.max_line = max_line
+        self.lines_read = 0
+        self._rest = ""
+        self._done = False
+
+    def block(self, size: int = 1 << 16) -> list[str]:
+        """The next lines (each with its line end), about ``size`` characters; [] at the end."""
+        text = ""
+        while not text and not self._done:
+            try:
+                chunk = self.handle.read(size)
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(self.name, self.lines_read + 1, exc) from None
+            if not chunk:
+                self._done = True
+                text, self._rest = self._rest, ""
+                break
+            text = self._rest + chunk
+            cut = text.rfind("\n") + 1
+            text, self._rest = text[:cut], text[cut:]
+            if len(self._rest) > self.max_line:
+                raise TraceError(self.name, self.lines_read + text.count("\n") + 1, "<row>",
+                                 f"a line of at most {self.max_line:,} characters (raise "
+                                 "limits.line_length for longer ones)",
+                                 f"a longer line starting {self._rest[:40]!r}")
+        if not text:
+            return []
+        lines = io.StringIO(text, newline="").readlines()
+        if max(map(len, lines)) > self.max_line + 2:  # + the line end
+            at = next(i for i, line in enumerate(lines) if len(line) > self.max_line + 2)
+            raise TraceError(self.name, self.lines_read + at + 1, "<row>",
+                             f"a line of at most {self.max_line:,} characters (raise "
+                             "limits.line_length for longer ones)",
+                             f"a longer line starting {lines[at][:40]!r}")
+        self.lines_read += len(lines)
+        return lines
+
+    def lines(self) -> Iterator[str]:
+        """Every remaining line, one at a time."""
+        while block := self.block():
+            yield from block
+
+
+def _csv_rows(path: Path, max_line: int) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of a CSV file, CRLF or LF, with or without a final newline."""
     handle = _open(path)
     with handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(_Blocks(str(path), handle, max_line).lines())
         try:
             for fields in reader:
                 if fields:
@@ -182,9 +255,13 @@ def _azure_block(lines: list[str], clock: _StampClock) -> list[TraceRow] | None:
         return None
     # Every line has three fields: turn line ends into commas and split once.
     text = "".join(lines).rstrip("\r\n")
+    if not text.isascii():  # "１０" is decimal to Python; the row reader words the error
+        return None
     flat = text.replace("\r\n", ",").replace("\n", ",").replace("\r", ",").split(",")
     prompts, outputs = flat[1::3], flat[2::3]
     if not all(map(str.isdecimal, prompts)) or not all(map(str.isdecimal, outputs)):
+        return None
+    if max(map(len, prompts)) > 9 or max(map(len, outputs)) > 9:  # may exceed MAX_TOKENS
         return None
     try:
         stamps = list(map(_fromiso, flat[0::3]))
@@ -225,42 +302,40 @@ def _azure_rows(
                          str(exc)) from None
 
 
-def _azure(path: Path) -> Iterator[TraceRow]:
+def _azure(path: Path, max_line: int) -> Iterator[TraceRow]:
     name = str(path)
     handle = _open(path)
     with handle:
-        try:
-            head = handle.readline()
-        except UnicodeDecodeError as exc:
-            raise TraceError(name, 1, "<row>", "valid CSV", str(exc)) from None
-        header = next(csv.reader([head]), None) if head else None
+        blocks = _Blocks(name, handle, max_line)
+        first = blocks.block(_BLOCK_BYTES)
+        header = next(csv.reader(first[:1]), None) if first else None
         if header is None:
             raise TraceError(name, 1, "<header>", ",".join(AZURE_HEADER), "an empty file")
         _check_header(name, header, AZURE_HEADER)
         clock = _StampClock(name)
         offset = 1
+        lines = first[1:]
         while True:
-            try:
-                lines = handle.readlines(_BLOCK_BYTES)
-            except UnicodeDecodeError as exc:
-                raise TraceError(name, offset + 1, "<row>", "valid CSV", str(exc)) from None
+            if lines:
+                if any(map(operator.contains, lines, itertools.repeat('"'))):
+                    # Quoted fields may span lines: read the rest with the csv module.
+                    yield from _azure_rows(name, itertools.chain(lines, blocks.lines()), clock,
+                                           offset)
+                    return
+                rows = _azure_block(lines, clock)
+                if rows is None:
+                    yield from _azure_rows(name, lines, clock, offset)
+                else:
+                    yield from rows
+                offset += len(lines)
+            lines = blocks.block(_BLOCK_BYTES)
             if not lines:
                 return
-            if any(map(operator.contains, lines, itertools.repeat('"'))):
-                # Quoted fields may span lines: read the rest with the csv module, row by row.
-                yield from _azure_rows(name, itertools.chain(lines, handle), clock, offset)
-                return
-            rows = _azure_block(lines, clock)
-            if rows is None:
-                yield from _azure_rows(name, lines, clock, offset)
-            else:
-                yield from rows
-            offset += len(lines)
 
 
-def _burstgpt(path: Path) -> Iterator[TraceRow]:
+def _burstgpt(path: Path, max_line: int) -> Iterator[TraceRow]:
     name = str(path)
-    rows = _csv_rows(path)
+    rows = _csv_rows(path, max_line)
     first = next(rows, None)
     if first is None:
         raise TraceError(name, 1, "<header>", ",".join(BURSTGPT_HEADER), "an empty file")
@@ -294,11 +369,11 @@ def _generic(
 
     def tokens(field: str) -> int:
         raw = value(field)
-        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= MAX_TOKENS:
             return raw
         if isinstance(raw, str):
             return _tokens(name, line, columns[field], raw)
-        raise TraceError(name, line, columns[field], "a token count (an integer >= 0)", raw)
+        raise TraceError(name, line, columns[field], _TOKENS_EXPECTED, raw)
 
     raw_time = value("time")
     absolute = _seconds(name, line, columns["time"], raw_time, unit)
@@ -317,9 +392,11 @@ def _generic(
     )
 
 
-def _generic_csv(path: Path, columns: Mapping[str, str], unit: str) -> Iterator[TraceRow]:
+def _generic_csv(
+    path: Path, columns: Mapping[str, str], unit: str, max_line: int
+) -> Iterator[TraceRow]:
     name = str(path)
-    rows = _csv_rows(path)
+    rows = _csv_rows(path, max_line)
     first = next(rows, None)
     if first is None:
         raise TraceError(name, 1, "<header>", "a header row naming the columns", "an empty file")
@@ -335,22 +412,27 @@ def _generic_csv(path: Path, columns: Mapping[str, str], unit: str) -> Iterator[
         yield _generic(name, line, dict(zip(header, fields, strict=True)), columns, unit, clock)
 
 
-def _jsonl(path: Path, columns: Mapping[str, str], unit: str) -> Iterator[TraceRow]:
+def _jsonl(
+    path: Path, columns: Mapping[str, str], unit: str, max_line: int
+) -> Iterator[TraceRow]:
     name = str(path)
     clock = _Clock(name, columns["time"])
-    try:
-        handle = path.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise TraceError(name, 0, "<file>", "a readable trace file", exc.strerror) from None
+    handle = _open(path)
     with handle:
-        for line, text in enumerate(handle, start=1):
+        for line, text in enumerate(_Blocks(name, handle, max_line).lines(), start=1):
             if not text.strip():
                 continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise TraceError(name, line, "<row>", f"a JSON object ({exc.msg})",
-                                 text.rstrip("\r\n")) from None
+                                 text.rstrip("\r\n")[:200]) from None
+            except RecursionError:
+                raise TraceError(name, line, "<row>", "a JSON object nested less deeply",
+                                 text[:40] + "...") from None
+            except ValueError as exc:  # an integer of more than 4,300 digits
+                raise TraceError(name, line, "<row>", "numbers of a sensible size",
+                                 str(exc)) from None
             if not isinstance(record, dict):
                 raise TraceError(name, line, "<row>", "a JSON object", record)
             yield _generic(name, line, record, columns, unit, clock)
@@ -362,24 +444,27 @@ def read_trace(
     *,
     columns: Mapping[str, str] | None = None,
     time_unit: str = "s",
+    max_line_length: int = DEFAULT_MAX_LINE,
 ) -> Iterator[TraceRow]:
     """Stream the rows of a trace file in format ``fmt`` (see the module docstring).
 
     Raises:
-        TraceError: unreadable file, wrong header, or a malformed row (raised while iterating).
-        ValueError: an unknown format, or a generic format without the needed columns.
+        TraceError: unreadable or non-UTF-8 file, wrong header, a line longer than
+            ``max_line_length`` characters, or a malformed row (raised while iterating).
+        ConfigError: an unknown format, or a generic format without the needed columns.
     """
     path = Path(path)
     if fmt == "azure":
-        return _azure(path)
+        return _azure(path, max_line_length)
     if fmt == "burstgpt":
-        return _burstgpt(path)
+        return _burstgpt(path, max_line_length)
     if fmt in ("csv", "jsonl"):
         columns = dict(columns or {})
         missing = [c for c in ("time", "prompt_tokens", "output_tokens") if c not in columns]
         if missing:
-            raise ValueError(f"format {fmt!r} needs columns for {', '.join(missing)}")
+            raise ConfigError("--column", ", ".join(missing),
+                              f"must be given: format {fmt!r} needs columns for them")
         if fmt == "csv":
-            return _generic_csv(path, columns, time_unit)
-        return _jsonl(path, columns, time_unit)
-    raise ValueError(f"unknown trace format {fmt!r}")
+            return _generic_csv(path, columns, time_unit, max_line_length)
+        return _jsonl(path, columns, time_unit, max_line_length)
+    raise ConfigError("format", fmt, "must be azure, burstgpt, csv or jsonl")

@@ -167,7 +167,7 @@ def open_arrivals(
         spec = w.trace
         models = dict(spec.models)
         rows = read_trace(spec.path, spec.format, columns=dict(spec.columns),
-                          time_unit=spec.time_unit)
+                          time_unit=spec.time_unit, max_line_length=spec.max_line_length)
         for count, row in enumerate(rows, start=1):
             t = row.time / spec.speed
             if t >= scenario.duration or (spec.limit is not None and count > spec.limit):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from omnillm_sim.verify.explore import Execution
+    from omnillm_sim.verify.linearizability import History
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -127,6 +128,8 @@ def _explore(args: argparse.Namespace) -> int:
     from omnillm_sim.verify.tracker_models import load_model
 
     positive_int("clients", args.clients, source="--clients")
+    if args.schedule is not None:
+        _check_schedule_size(args.schedule)
     model = load_model(
         args.model,
         args.clients,
@@ -199,6 +202,24 @@ def _explore(args: argparse.Namespace) -> int:
     return 1
 
 
+def _check_schedule_size(text: str) -> None:
+    """Refuse a schedule longer than a run can be, before expanding it (``0*99999999999``)."""
+    import re
+
+    from omnillm_sim.errors import ConfigError
+    from omnillm_sim.verify.explore import DEFAULT_MAX_STEPS
+
+    total = 0
+    for part in text.replace(" ", "").strip(",").split(","):
+        match = re.fullmatch(r"[0-9]{1,6}(?:\*([0-9]{1,12}))?", part, re.ASCII)
+        if match is None:
+            continue  # the schedule parser words the error
+        total += int(match.group(1) or 1)
+    if total > DEFAULT_MAX_STEPS:
+        raise ConfigError("--schedule", text, f"must have at most {DEFAULT_MAX_STEPS:,} steps "
+                          f"(a run stops there), not {total:,}")
+
+
 def _print_outcome(counter: str, execution: Execution) -> None:
     from omnillm_sim.verify.steps import show_u64
 
@@ -209,10 +230,31 @@ def _print_outcome(counter: str, execution: Execution) -> None:
         print(f"result: VIOLATION {execution.violation.kind}; final {counter} = {final}")
 
 
-def _history(args: argparse.Namespace) -> int:
-    from omnillm_sim.verify.linearizability import check_history, read_history
+def _read_history(path: str) -> History:
+    """`read_history`, with unreadable files worded as errors of ours."""
+    from omnillm_sim.errors import ConfigError, OmniLLMError
+    from omnillm_sim.verify.linearizability import read_history
 
-    history = read_history(args.file)
+    try:
+        return read_history(path)
+    except OmniLLMError:
+        raise
+    except OSError as exc:
+        raise ConfigError("history", path, f"cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("history", path, f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}"
+                          f" at offset {exc.start}; binary?)") from None
+    except RecursionError:
+        raise ConfigError("history", path, "has JSON nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError("history", path, f"holds a value that cannot be read: {exc}"
+                          ) from None
+
+
+def _history(args: argparse.Namespace) -> int:
+    from omnillm_sim.verify.linearizability import check_history
+
+    history = _read_history(args.file)
     started = time.perf_counter()
     result = check_history(history)
     elapsed = time.perf_counter() - started

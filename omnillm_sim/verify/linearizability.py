@@ -12,10 +12,16 @@ observed result when run on the sequential tracker model:
   ``rid`` ends), otherwise "error" (nothing changes); ``release(rid)`` is ``settle(rid, 0)``.
 
 Budgets are independent objects, so the history is checked per budget (linearizability is
-local: Herlihy & Wing 1990). The search is Wing & Gong's (1993) with Lowe's memoisation (2017):
+local: Herlihy & Wing 1990). Each budget's history is swept once in time order using the
+tracker's structure (`check_partition`): a reserve's result depends only on ``used`` at its
+linearization point, an end's only on whether its reservation is open (which depends only on
+the calls with its rid), and refusals and failed ends change nothing. Where the sweep's greedy
+choice gets stuck it re-decides a short stretch, and if that fails it refutes by reservation or
+falls back to the general search: Wing & Gong's (1993) with Lowe's memoisation (2017),
 depth-first over "which pending call takes effect next", never revisiting a set of linearized
-operations it has already explored. A pending operation (no response) may take effect at any
-time after its call, with whatever result the model gives, or never.
+operations it has already explored, from the last point where the state is known. A pending
+operation (no response) may take effect at any time after its call, with whatever result the
+model gives, or never.
 
 History file format (JSON lines, UTF-8): one object per line; blank lines and lines starting
 with ``#`` are ignored. A budget line declares a budget and its limit in micro-dollars; an
@@ -44,6 +50,7 @@ records; `HistoryRecorder` records one from real threads calling `BudgetTracker`
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -186,8 +193,11 @@ class History:
 class PartitionResult:
     """The verdict for one budget.
 
-    ``order`` is a witness (a valid sequential order) when linearizable, otherwise the longest
-    prefix the search could explain; ``reason`` says why not; ``states`` counts explored sets.
+    ``order`` is a witness (a valid sequential order) when linearizable, otherwise empty;
+    ``reason`` says why not (the longest explainable prefix and the operations none of which
+    can go next); ``states`` counts explored states (events of the sweep plus sets of the
+    general search); ``searched`` how many operations the fast path handed to the general
+    search (see `check_partition`).
     """
 
     budget: str
@@ -197,6 +207,7 @@ class PartitionResult:
     reason: str
     order: tuple[Operation, ...]
     states: int
+    searched: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,11 +232,11 @@ class CheckResult:
         return next((p.reason for p in self.partitions if not p.linearizable), "")
 
 
-def check_history(history: History) -> CheckResult:
+def check_history(history: History, *, method: Literal["auto", "search"] = "auto") -> CheckResult:
     """Check each budget's operations separately (`check_partition`)."""
     return CheckResult(
         tuple(
-            check_partition(ops, history.limits[name], budget=name)
+            check_partition(ops, history.limits[name], budget=name, method=method)
             for name, ops in history.partitions().items()
         )
     )
@@ -247,11 +258,516 @@ def _mismatch(op: Operation, used: int, limit: int) -> str:
     return f"{op.describe()}: reservation {op.rid} is open, so the {op.op} would succeed"
 
 
+_Best = tuple[int, list[int], int, dict[object, int], list[tuple[int, int]], int]
+
+# Operation classes of the fast path. An *effect* changes the state when it takes effect (an
+# admitted reserve, a successful end, or any call that never returned: it may or may not have
+# taken effect); an *observer* (a refusal, a failed end) changes nothing and only needs one
+# moment in its interval at which the model gives its result.
+_ADMIT, _REFUSE, _END_OK, _END_ERR, _MAYBE_RESERVE, _MAYBE_END = range(6)
+_OBSERVERS = (_REFUSE, _END_ERR)
+_REPAIR_BACK = (16, 128, 1024)  # how many returns back the fast path re-decides when stuck
+_REPAIR_MAX = 4096  # operations at most in one re-decided stretch
+
+
 def check_partition(
-    operations: Sequence[Operation], limit: int, *, budget: str = "budget"
+    operations: Sequence[Operation],
+    limit: int,
+    *,
+    budget: str = "budget",
+    method: Literal["auto", "search"] = "auto",
 ) -> PartitionResult:
-    """Is this one budget's history linearizable against the sequential tracker model?"""
+    """Is this one budget's history linearizable against the sequential tracker model?
+
+    ``method="auto"`` (the default) sweeps the history once in time order (`_sweep`), using
+    what the budget's semantics give: an operation's result depends only on ``used`` (reserve)
+    or on whether its reservation is open (settle, release), and a refusal or a failed end
+    changes nothing, so it only needs one moment of its interval where the model agrees. Each
+    operation is linearized as late as possible (at its return) unless another operation needs
+    it earlier. Where that greedy choice gets stuck, the general search (Wing & Gong with
+    memoisation) decides the stretch of history between the last and the next point at which
+    every linearization is in the same state (no successful reserve or end in flight, every
+    refusal and failed end in flight explained), starting from that known state; the sweep
+    then goes on. The verdict is exact either way. ``method="search"`` runs the general search
+    on the whole history (slow beyond some thousands of overlapping operations).
+    """
     ops = list(operations)
+    if method == "search":
+        witness, best, states = _search(ops, limit)
+        if witness is None:
+            assert best is not None
+            return PartitionResult(
+                budget, limit, len(ops), False, _reason(ops, limit, budget, best), (), states
+            )
+        return PartitionResult(
+            budget, limit, len(ops), True, "", tuple(ops[i] for i in witness), states
+        )
+    return _Sweep(ops, limit, budget).run()
+
+
+class _Sweep:
+    """The fast path of `check_partition` (one pass in time order, the search where stuck)."""
+
+    def __init__(self, ops: list[Operation], limit: int, budget: str) -> None:
+        self.ops = ops
+        self.limit = limit
+        self.budget = budget
+        n = len(ops)
+        kinds = bytearray(n)
+        for i, op in enumerate(ops):
+            if op.ret is None:
+                kinds[i] = _MAYBE_RESERVE if op.op == "reserve" else _MAYBE_END
+            elif op.op == "reserve":
+                kinds[i] = _ADMIT if op.result == "admitted" else _REFUSE
+            else:
+                kinds[i] = _END_OK if op.result == "ok" else _END_ERR
+        self.kinds = kinds
+        self.keys: list[object] = [
+            op.rid if op.rid is not None else ("pending", i) for i, op in enumerate(ops)
+        ]
+        self.amounts = [op.amount for op in ops]
+        calls = [op.call for op in ops]
+        rets = [op.ret for op in ops]
+        self.calls = sorted(range(n), key=calls.__getitem__)
+        self.call_pos = [0] * n
+        for pos, i in enumerate(self.calls):
+            self.call_pos[i] = pos
+        self.call_times = [calls[i] for i in self.calls]
+        ret_at = [math.inf if t is None else t for t in rets]
+        self.rets = sorted((i for i in range(n) if rets[i] is not None), key=ret_at.__getitem__)
+        self.ret_times = [ret_at[i] for i in self.rets]
+        self.ret_pos = [len(self.rets)] * n  # never returned: after every return
+        for pos, i in enumerate(self.rets):
+            self.ret_pos[i] = pos
+        self.by_key: dict[object, list[int]] | None = None  # operations by reservation
+        self.searched = 0  # operations handed to the general search
+        self.states = 0
+
+    def run(self) -> PartitionResult:
+        ops, kinds, keys, amounts, limit = self.ops, self.kinds, self.keys, self.amounts, self.limit
+        calls, rets, call_times, ret_times = self.calls, self.rets, self.call_times, self.ret_times
+        call_pos, ret_pos = self.call_pos, self.ret_pos
+        nc, nr = len(calls), len(rets)
+        placed = bytearray(len(ops))
+        order: list[int] = []  # the witness so far, as operation indices
+        used = 0
+        open_: dict[object, int] = {}
+        waiting: dict[int, None] = {}  # effects in flight not yet taken, in call order
+        unexplained: dict[int, None] = {}  # observers in flight not yet explained
+        in_flight = 0  # effects in flight, taken or not
+        undo: list[tuple[int, int]] = []  # (op, estimate) of effects taken since the last cut
+        cut = (0, 0, 0)  # (next call, next return, len(order)) at the last cut
+        inflight: dict[int, None] = {}  # every call in flight
+        # (next call, next return, len(order), len(undo)) after each return since the cut
+        marks: list[tuple[int, int, int, int]] = []
+        base = (0, 0, 0, 0)  # where re-deciding may start when the marks do not go back enough
+        ci = ri = 0  # the next call and the next return of the sweep
+
+        def explained(i: int) -> bool:
+            if kinds[i] == _REFUSE:
+                return used + amounts[i] > limit
+            return keys[i] not in open_
+
+        def take(i: int) -> bool:
+            """Let effect ``i`` take effect now if the model allows it."""
+            nonlocal used
+            kind, key = kinds[i], keys[i]
+            if kind in (_ADMIT, _MAYBE_RESERVE):
+                if used + amounts[i] > limit:
+                    return False
+                used += amounts[i]
+                open_[key] = amounts[i]
+                undo.append((i, amounts[i]))
+            else:
+                est = open_.pop(key, None)
+                if est is None:
+                    return False
+                used += amounts[i] - est
+                undo.append((i, est))
+            del waiting[i]
+            placed[i] = 1
+            order.append(i)
+            if unexplained:
+                for j in [j for j in unexplained if explained(j)]:
+                    del unexplained[j]
+                    placed[j] = 1
+                    order.append(j)
+            return True
+
+        def rewind(to_order: int, to_undo: int) -> None:
+            nonlocal used
+            for j, est in reversed(undo[to_undo:]):
+                if kinds[j] in (_ADMIT, _MAYBE_RESERVE):
+                    used -= amounts[j]
+                    del open_[keys[j]]
+                else:
+                    used -= amounts[j] - est
+                    open_[keys[j]] = est
+            del undo[to_undo:]
+            for j in order[to_order:]:
+                placed[j] = 0
+            del order[to_order:]
+
+        def repair(back: int) -> bool:
+            """Re-decide the last ``back`` returns and the next ``back`` with the general search,
+            from the sweep's own state then (sound, not complete: that state is one choice
+            among several). On success the sweep goes on after the stretch."""
+            nonlocal ci, ri, inflight, in_flight
+            m_ci, m_ri, m_order, m_undo = marks[-back - 1] if back < len(marks) else base
+            new_ri = min(ri + back, nr)
+            new_ci = bisect.bisect_right(call_times, ret_times[new_ri - 1], lo=ci)
+            later = {
+                j: None for j in itertools.chain(inflight, calls[ci:new_ci]) if ret_pos[j] >= new_ri
+            }
+            saved = (used, dict(open_), order[m_order:], undo[m_undo:])
+            rewind(m_order, m_undo)
+            # Calls in flight at the mark, then the calls since; the ones still in flight at
+            # the end of the stretch are passed as pending (observers: left to the sweep).
+            earlier = [rets[r] for r in range(m_ri, ri) if call_pos[rets[r]] < m_ci]
+            earlier += [j for j in inflight if call_pos[j] < m_ci]
+            window: list[int] = []
+            local: list[Operation] = []
+            left: list[int] = []  # observers in flight after: the sweep goes on explaining them
+            for j in itertools.chain(earlier, calls[m_ci:new_ci]):
+                if placed[j]:
+                    continue
+                op = ops[j]
+                if j in later:
+                    if kinds[j] in _OBSERVERS:
+                        left.append(j)
+                        continue
+                    op = Operation(op.op, op.budget, op.rid, op.amount, op.call, None, None)
+                window.append(j)
+                local.append(op)
+            if len(local) > _REPAIR_MAX:  # re-deciding grew too long: decide exactly instead
+                restore(*saved)
+                return False
+            # First with the calls still in flight taking effect only at the very end (the
+            # sweep's "as late as possible"), then anywhere.
+            end = ret_times[new_ri - 1]
+            lazy = [
+                Operation(op.op, op.budget, op.rid, op.amount, max(op.call, end), None, None)
+                if op.ret is None
+                else op
+                for op in local
+            ]
+            witness, _, states = _search(lazy, limit, used, open_)
+            self.states += states
+            if witness is None:
+                witness, _, states = _search(local, limit, used, open_)
+                self.states += states
+            self.searched += len(local)
+            if witness is None:  # put the sweep's own choices back
+                return restore(*saved)
+            waiting.clear()
+            unexplained.clear()
+            for j in left:
+                unexplained[j] = None
+            for j in window:
+                if kinds[j] in _OBSERVERS:
+                    unexplained[j] = None
+                else:
+                    waiting[j] = None
+            for k in witness:
+                j = window[k]
+                if kinds[j] in _OBSERVERS:
+                    if j in unexplained:
+                        del unexplained[j]
+                        placed[j] = 1
+                        order.append(j)
+                elif not take(j) and j not in later:  # pragma: no cover - the search said so
+                    raise AssertionError(f"witness replay failed at {ops[j].describe()}")
+            for j in list(unexplained):
+                if j not in later:  # pragma: no cover - returned: explained by the witness
+                    raise AssertionError(f"witness left {ops[j].describe()} unexplained")
+                if explained(j):
+                    del unexplained[j]
+                    placed[j] = 1
+                    order.append(j)
+            for j in waiting:
+                if j not in later:  # pragma: no cover
+                    raise AssertionError(f"witness left {ops[j].describe()} untaken")
+            ci, ri, inflight = new_ci, new_ri, later
+            in_flight = sum(1 for j in later if kinds[j] not in _OBSERVERS)
+            del marks[max(len(marks) - back, 0) :]  # the marks inside the stretch are gone
+            marks.append((ci, ri, len(order), len(undo)))
+            return True
+
+        def restore(
+            old_used: int, old_open: dict[object, int], old_order: list[int],
+            old_undo: list[tuple[int, int]],
+        ) -> bool:
+            nonlocal used
+            used = old_used
+            open_.clear()
+            open_.update(old_open)
+            for j in old_order:
+                placed[j] = 1
+            order.extend(old_order)
+            undo.extend(old_undo)
+            return False
+
+        def fits(i: int) -> bool:
+            return used + amounts[i] <= limit
+
+        def lowers(i: int, j: int) -> bool:  # an end that gives back part of its estimate
+            return kinds[j] in (_END_OK, _MAYBE_END) and amounts[j] < open_.get(keys[j], -1)
+
+        def raises(i: int, j: int) -> bool:  # a reserve, or an end costing over its estimate
+            return kinds[j] in (_ADMIT, _MAYBE_RESERVE) or amounts[j] > open_.get(keys[j], 1 << 62)
+
+        def closes(i: int, j: int) -> bool:  # an end of the same reservation
+            return kinds[j] in (_END_OK, _MAYBE_END) and keys[j] == keys[i]
+
+        def make_room(
+            i: int, need: Callable[[int], bool], helps: Callable[[int, int], bool]
+        ) -> bool:
+            """Take waiting effects that ``helps`` picks, oldest call first, until ``need(i)``."""
+            for j in list(waiting):
+                if helps(i, j) and take(j) and need(i):
+                    return True
+            return need(i)
+
+        while ri < nr:
+            if ci < nc and call_times[ci] <= ret_times[ri]:
+                i = calls[ci]
+                ci += 1
+                inflight[i] = None
+                if placed[i]:
+                    continue
+                if kinds[i] in _OBSERVERS:
+                    if explained(i):
+                        placed[i] = 1
+                        order.append(i)
+                    else:
+                        unexplained[i] = None
+                else:
+                    waiting[i] = None
+                    in_flight += 1
+                continue
+            i = rets[ri]
+            ri += 1
+            del inflight[i]
+            if placed[i]:
+                if kinds[i] not in _OBSERVERS:
+                    in_flight -= 1
+            else:
+                kind = kinds[i]
+                ok = True
+                if kind == _ADMIT:
+                    if not take(i):
+                        ok = make_room(i, fits, lowers) and take(i)
+                    in_flight -= 1
+                elif kind == _END_OK:
+                    if not take(i):
+                        mine = [j for j in waiting if keys[j] == keys[i] and j != i]
+                        ok = any(take(j) for j in mine) and take(i)
+                    in_flight -= 1
+                elif kind == _REFUSE:
+                    ok = explained(i) or make_room(i, explained, raises)
+                    if ok:
+                        unexplained.pop(i, None)
+                        if not placed[i]:
+                            placed[i] = 1
+                            order.append(i)
+                else:  # a failed end: its reservation must not be open at some moment
+                    ok = explained(i) or make_room(i, explained, closes)
+                    if ok:
+                        unexplained.pop(i, None)
+                        if not placed[i]:
+                            placed[i] = 1
+                            order.append(i)
+                if not ok:
+                    # Stuck. Its reservation alone may already be impossible (whether it is
+                    # open depends only on the calls with its rid): a cheap, exact refutation.
+                    refuted = self._refute_by_reservation(i)
+                    if refuted is not None:
+                        return refuted
+                    # Then re-decide the last few returns from the sweep's own state (cheap;
+                    # finds a witness when the greedy choice was the problem).
+                    repaired = False
+                    for back in _REPAIR_BACK:
+                        repaired = repair(back)
+                        if repaired:
+                            break
+                    if repaired:
+                        continue
+                    # Then decide exactly: from the last cut, where the state is known.
+                    rewind(cut[2], 0)
+                    result = self._search_window(cut, ri, used, open_, order, placed)
+                    if isinstance(result, PartitionResult):
+                        return result
+                    old_ci = ci
+                    ci, ri, used, open_ = result
+                    waiting.clear()
+                    unexplained.clear()
+                    in_flight = 0
+                    undo.clear()
+                    marks.clear()
+                    inflight = {
+                        j: None
+                        for j in itertools.chain(inflight, calls[old_ci:ci])
+                        if ret_pos[j] >= ri
+                    }
+                    cut = (ci, ri, len(order))
+                    base = (*cut, 0)
+                    continue
+            if not in_flight and not unexplained:
+                undo.clear()
+                marks.clear()
+                cut = (ci, ri, len(order))
+                base = (*cut, 0)
+            else:
+                marks.append((ci, ri, len(order), len(undo)))
+                if len(marks) > 4 * _REPAIR_BACK[-1]:
+                    base = marks[-_REPAIR_BACK[-1] - 1]
+                    del marks[: -_REPAIR_BACK[-1] - 1]
+        # Left: calls that never returned; each may or may not have taken effect, and leaving
+        # out those not taken yet is a valid choice.
+        n = len(ops)
+        witness = tuple(ops[i] for i in order)
+        return PartitionResult(
+            self.budget, limit, n, True, "", witness, self.states + n, self.searched
+        )
+
+    def _refute_by_reservation(self, stuck: int) -> PartitionResult | None:
+        """Check the calls on ``stuck``'s reservation alone, with amounts ignored.
+
+        Whether a reservation is open depends only on its own reserve and ends, so if no order
+        of those explains their results, no order of the whole history does. Refused reserves
+        are left out (they open nothing); every reserve fits under an unbounded limit.
+        """
+        ops, key = self.ops, self.keys[stuck]
+        if self.ops[stuck].rid is None:
+            return None
+        if self.by_key is None:
+            self.by_key = {}
+            for i, k in enumerate(self.keys):
+                if self.kinds[i] != _REFUSE:
+                    self.by_key.setdefault(k, []).append(i)
+        mine = self.by_key.get(key, [])
+        unbounded = 1 << 62
+        witness, best, states = _search([ops[i] for i in mine], unbounded)
+        self.states += states
+        if witness is not None:
+            return None
+        assert best is not None
+        depth, prefix, _, at_open, failed, blocking = best
+        best = (
+            depth,
+            [mine[k] for k in prefix],
+            sum(at_open.values()),
+            at_open,
+            [(mine[k], u) for k, u in failed],
+            mine[blocking],
+        )
+        reason = _reason(ops, self.limit, self.budget, best).replace(
+            "The longest explainable prefix",
+            f"Already the {len(mine)} call(s) on reservation {ops[stuck].rid} alone have none "
+            "(whatever the amounts); their longest explainable prefix",
+            1,
+        )
+        refused = [op for op in ops if op.rid == ops[stuck].rid and op.op == "reserve"]
+        refused = [op for op in refused if op.result == "refused"]
+        if refused:
+            reason += "\nLeft out (a refusal opens nothing): " + "; ".join(
+                op.describe() for op in refused
+            )
+        return PartitionResult(
+            self.budget, self.limit, len(ops), False, reason, (), self.states, self.searched
+        )
+
+    def _search_window(
+        self,
+        cut: tuple[int, int, int],
+        stuck: int,
+        used: int,
+        opened: dict[object, int],
+        order: list[int],
+        placed: bytearray,
+    ) -> PartitionResult | tuple[int, int, int, dict[object, int]]:
+        """Decide the stretch from ``cut`` to the next cut at or after return ``stuck``.
+
+        Returns where and in which state to go on, or the verdict when it fails.
+        """
+        ops, kinds, keys, amounts, limit = self.ops, self.kinds, self.keys, self.amounts, self.limit
+        calls, rets, call_times, ret_times = self.calls, self.rets, self.call_times, self.ret_times
+        nc, nr = len(calls), len(rets)
+        ci, ri = cut[0], cut[1]
+        end_used, end_open = used, dict(opened)
+        in_flight = 0
+        observers: dict[int, None] = {}
+        while ri < nr:
+            if ci < nc and call_times[ci] <= ret_times[ri]:
+                i = calls[ci]
+                ci += 1
+                if kinds[i] in _OBSERVERS:
+                    observers[i] = None
+                else:
+                    in_flight += 1
+                continue
+            i = rets[ri]
+            ri += 1
+            kind = kinds[i]
+            if kind == _ADMIT:
+                end_used += amounts[i]
+                end_open[keys[i]] = amounts[i]
+                in_flight -= 1
+            elif kind == _END_OK:
+                est = end_open.pop(keys[i], None)
+                end_used += 0 if est is None else amounts[i] - est
+                in_flight -= 1
+            else:
+                observers.pop(i, None)
+            if (
+                ri >= stuck
+                and not in_flight
+                and all(
+                    end_used + amounts[j] > limit
+                    if kinds[j] == _REFUSE
+                    else keys[j] not in end_open
+                    for j in observers
+                )
+            ):
+                break
+        else:
+            ci = nc  # to the end: every remaining call belongs to the window
+        window = [i for i in calls[cut[0] : ci] if not placed[i]]
+        self.searched += len(window)
+        witness, best, states = _search([ops[i] for i in window], limit, used, opened)
+        self.states += states
+        if witness is None:
+            assert best is not None
+            depth, prefix, at_used, at_open, failed, blocking = best
+            committed = order[: cut[2]]
+            best = (
+                len(committed) + depth,
+                committed + [window[k] for k in prefix],
+                at_used,
+                at_open,
+                [(window[k], u) for k, u in failed],
+                window[blocking],
+            )
+            reason = _reason(ops, limit, self.budget, best)
+            return PartitionResult(
+                self.budget, limit, len(ops), False, reason, (), self.states, self.searched
+            )
+        for i in window:
+            placed[i] = 1
+        order.extend(window[k] for k in witness)
+        return ci, ri, end_used, end_open
+
+
+
+
+def _search(
+    ops: Sequence[Operation], limit: int, used: int = 0, opened: Mapping[object, int] | None = None
+) -> tuple[list[int] | None, _Best | None, int]:
+    """Wing & Gong's search from the state (``used``, open reservations ``opened``).
+
+    Returns (the witness as indices into ``ops`` or None, the longest explainable prefix when
+    there is none, the number of explored sets).
+    """
     n = len(ops)
     head, tail = 2 * n, 2 * n + 1
     inf = math.inf
@@ -270,14 +786,13 @@ def check_partition(
         nxt[a] = b
         prv[b] = a
 
-    used = 0
-    open_: dict[object, int] = {}
+    open_: dict[object, int] = dict(opened or {})
     linearized = 0
     effects = 0  # which pending operations took effect: their state depends on the order
     cache: set[tuple[int, int]] = set()
     stack: list[tuple[int, object, int]] = []  # (op index, open key, estimate) for undo
     failures: list[list[tuple[int, int]]] = [[]]
-    best: tuple[int, list[int], int, dict[object, int], list[tuple[int, int]], int] | None = None
+    best: _Best | None = None
 
     entry = nxt[head]
     while nxt[head] != tail:
@@ -334,10 +849,7 @@ def check_partition(
         if best is None or len(stack) > best[0]:
             best = (len(stack), [s[0] for s in stack], used, dict(open_), failures[-1][:], i)
         if not stack:
-            assert best is not None
-            return PartitionResult(
-                budget, limit, n, False, _reason(ops, limit, budget, best), (), len(cache)
-            )
+            return None, best, len(cache)
         j, key, est = stack.pop()
         failures.pop()
         op = ops[j]
@@ -356,8 +868,8 @@ def check_partition(
         nxt[prv[call_entry]] = call_entry
         prv[nxt[call_entry]] = call_entry
         entry = nxt[call_entry]
-    witness = tuple(ops[s[0]] for s in stack)
-    return PartitionResult(budget, limit, n, True, "", witness, len(cache))
+    return [s[0] for s in stack], None, len(cache)
+
 
 
 _SHOW_PREFIX = 10  # the end of a long prefix is what explains the failure

@@ -237,7 +237,7 @@ def test_seed_settle_larger_than_what_is_open_raises() -> None:
     assert tracker.try_reserve(100) and tracker.try_reserve(50)
     tracker.settle(100, 100)
     before = tracker.stats()
-    with pytest.raises(ReservationStateError, match="50 µ\\$ in 1 open"):
+    with pytest.raises(ReservationStateError, match=r"has only 50 µ\$ in 1 open"):
         tracker.settle(100, 0)  # a second settle of the first reservation
     assert tracker.stats() == before
     tracker.settle(50, 20)

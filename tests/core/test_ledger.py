@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omnillm_sim import BudgetExceeded, BudgetTracker, ConfigError, ReservationStateError
-from omnillm_sim.ledger import Ledger
+from omnillm_sim.errors import InvariantViolation
+from omnillm_sim.ledger import APPLICATION_ID, Ledger
 
 ops = st.lists(
     st.tuples(
@@ -91,8 +92,85 @@ def test_opening_checks_the_limit_and_the_file(tmp_path: Path) -> None:
         Ledger(tmp_path / "new.sqlite")
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(ConfigError, match="not a usable ledger"):
+    with pytest.raises(ConfigError, match=r"not an omnillm-sim ledger \(not a SQLite database\)"):
         Ledger(junk, limit=1)
+
+
+def _sqlite_file(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_a_new_ledger_carries_its_application_id(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    Ledger(path, limit=5).close()
+    assert int.from_bytes(path.read_bytes()[68:72], "big") == APPLICATION_ID
+    assert APPLICATION_ID.to_bytes(4, "big") == b"OLLM"
+
+
+@pytest.mark.parametrize("app_id", [0, 0x0F055112])
+def test_a_foreign_database_is_refused_untouched(tmp_path: Path, app_id: int) -> None:
+    path = tmp_path / "app.db"
+    _sqlite_file(path, f"PRAGMA application_id = {app_id}",
+                 "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)",
+                 "INSERT INTO customers (name) VALUES ('ada')")
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="not an omnillm-sim ledger"):
+        Ledger(path, limit=100)
+    assert path.read_bytes() == before  # still journal_mode=delete: never converted to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+def test_a_ledger_from_before_the_application_id_is_still_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with Ledger(path, limit=7) as ledger:
+        ledger.reserve(3).settle(2)
+    _sqlite_file(path, "PRAGMA application_id = 0")
+    with Ledger(path) as ledger:
+        assert (ledger.limit, ledger.stats().spent) == (7, 2)
+
+
+@pytest.mark.parametrize("stored", ["-5", "'lots'", "2.5"])
+def test_a_tampered_limit_is_refused(tmp_path: Path, stored: str) -> None:
+    path = tmp_path / "l.sqlite"
+    Ledger(path, limit=5).close()
+    _sqlite_file(path, f"UPDATE meta SET value = {stored} WHERE key = 'limit'")
+    with pytest.raises(ConfigError, match=r"limit\(=.*\) must be an int of micro-dollars >= 0"):
+        Ledger(path)
+
+
+def test_check_reports_a_corrupted_page_as_an_integrity_violation(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, limit=10**6) as ledger:
+        for i in range(40):  # about 10 pages of entries
+            ledger.reserve(10, label="x" * 1000 + str(i)).settle(5)
+    data = bytearray(path.read_bytes())
+    data[3 * 4096: 3 * 4096 + 512] = b"\xa5" * 512  # a page of the entries table
+    path.write_bytes(bytes(data))
+    with Ledger(path) as ledger, pytest.raises(
+        InvariantViolation, match=r"^invariant integrity violated: .*l\.sqlite"
+    ):
+        ledger.check()
+
+
+def test_check_finds_counters_that_disagree_with_the_entries(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path, limit=100) as ledger:
+        ledger.reserve(30).settle(20)
+        ledger.check()
+    _sqlite_file(path, "UPDATE totals SET spent = 19, used = 19")
+    with Ledger(path) as ledger, pytest.raises(
+        InvariantViolation, match=r"^invariant I1 violated: .*counters spent=19 .* entries say 20 "
+    ):
+        ledger.check()
+    _sqlite_file(path, "UPDATE totals SET spent = 20, used = 25")
+    with Ledger(path) as ledger, pytest.raises(
+        InvariantViolation, match=r"^invariant I1 violated: used=25 != spent=20 \+ open=0$"
+    ):
+        ledger.check()
 
 
 WORKER = textwrap.dedent(

@@ -7,8 +7,10 @@ later has new exception classes that the already-imported clients do not catch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpcore  # noqa: F401
@@ -44,6 +46,23 @@ output = "1.00"
 input = "0.50"
 output = "0"
 """
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester whose ``runpytest`` runs pytest in a subprocess, without pytest-randomly.
+
+    In-process runs share ``sys.modules`` with this session, and break as soon as another
+    installed plugin imports a module during the run (pytest-randomly reseeding numpy: "cannot
+    load module more than once"). The inner runs' outcomes depend on test order (a session
+    budget refuses the later test), so pytest-randomly, if installed, is kept out of them.
+    """
+
+    def run(*args: str | os.PathLike[str], **kwargs: Any) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("-p", "no:randomly", *args, **kwargs)
+
+    monkeypatch.setattr(pytester, "runpytest", run)
+    return pytester
 
 
 @pytest.fixture(scope="session")

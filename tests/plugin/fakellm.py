@@ -5,6 +5,15 @@ with usage the test chooses, scripted errors (with ``retry-after-ms`` so SDK ret
 quick), bodies without usage, garbage bodies and cut-off streams. It records what it received
 and the usage it billed, so tests assert on what actually reached "the provider".
 
+Hostile modes (all off by default): ``patch_usage`` replaces or (with `DROP`) removes fields
+of every usage object of the reply, ``patch_last_delta`` those of an Anthropic stream's last
+``message_delta`` only; ``stream_content_type`` sends streams with another Content-Type (``""``:
+none); ``big_chunk`` makes a stream's first content chunk carry that many characters on one
+line; ``gzip`` compresses streams too; ``encoding`` ("gzip", "br", "zstd") compresses a JSON
+reply. Request bodies with a ``Content-Encoding`` (gzip, deflate, br, zstd, or a list) are
+decoded before they are read; ``sent_digests`` has the SHA-256 of every stream body as sent
+(compressed, with ``gzip``).
+
 Usage of a reply: ``input`` tokens (default 10, uncached; OpenAI ``prompt_tokens`` is input +
 cached), ``output`` tokens (an int, or ``"max"``: the request's output bound), ``cached``
 (cache reads), ``cache_write`` (Anthropic 5-minute writes).
@@ -14,12 +23,18 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import struct
 import threading
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+DROP: Any = object()
+"""A `Reply.patch_usage` value that removes the field."""
 
 
 @dataclass
@@ -36,6 +51,12 @@ class Reply:
     cut_stream: bool = False
     gzip: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    redirect: str | None = None  # answer 307 with this Location (nothing billed)
+    patch_usage: dict[str, Any] = field(default_factory=dict)
+    patch_last_delta: dict[str, Any] = field(default_factory=dict)
+    stream_content_type: str | None = None
+    big_chunk: int = 0
+    encoding: str = ""  # "gzip", "br" or "zstd": compress a JSON reply with it
 
 
 @dataclass
@@ -65,6 +86,7 @@ class FakeLLM:
         self.script: list[Reply] = []
         self.received: list[Received] = []
         self.billed: list[Billed] = []
+        self.sent_digests: list[str] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -95,6 +117,7 @@ class FakeLLM:
         with self._lock:
             self.received.clear()
             self.billed.clear()
+            self.sent_digests.clear()
             self.script.clear()
             self.default = Reply()
 
@@ -108,13 +131,18 @@ class FakeLLM:
         length = int(h.headers.get("content-length", "0"))
         raw = h.rfile.read(length)
         try:
-            body = json.loads(raw)
-        except ValueError:
+            body = json.loads(_decoded(raw, h.headers.get("content-encoding", "")))
+        except Exception:  # not JSON, or not decodable: answer as to an empty body
+            body = {}
+        if not isinstance(body, dict):
             body = {}
         path = h.path.split("?")[0]
         with self._lock:
             self.received.append(Received(path, body, dict(h.headers), raw))
         reply = self._next()
+        if reply.redirect is not None:
+            self._send_raw(h, 307, b"", "text/plain", {**reply.headers, "location": reply.redirect})
+            return
         if reply.status >= 400:
             payload = {"error": {"message": "scripted error", "type": "server_error"}}
             self._send_json(h, reply.status, payload, reply.headers)
@@ -140,7 +168,13 @@ class FakeLLM:
             with self._lock:
                 self.billed.append(tokens)
         payload = _response(kind, body, tokens, reply.omit_usage)
-        if reply.gzip:
+        if reply.patch_usage and isinstance(payload.get("usage"), dict):
+            payload["usage"] = _patched(payload["usage"], reply.patch_usage)
+        if reply.encoding:
+            data = _compress(json.dumps(payload).encode(), reply.encoding)
+            headers = {**reply.headers, "content-encoding": reply.encoding}
+            self._send_raw(h, 200, data, "application/json", headers)
+        elif reply.gzip:
             data = gzip.compress(json.dumps(payload).encode())
             headers = {**reply.headers, "content-encoding": "gzip"}
             self._send_raw(h, 200, data, "application/json", headers)
@@ -167,19 +201,92 @@ class FakeLLM:
         self, h: BaseHTTPRequestHandler, events: list[tuple[str | None, Any]], reply: Reply
     ) -> None:
         h.send_response(200)
-        h.send_header("content-type", "text/event-stream")
+        ctype = reply.stream_content_type
+        if ctype is None:
+            ctype = "text/event-stream"
+        if ctype:
+            h.send_header("content-type", ctype)
         h.send_header("connection", "close")
+        if reply.gzip:
+            h.send_header("content-encoding", "gzip")
         for k, v in reply.headers.items():
             h.send_header(k, v)
         h.end_headers()
         if reply.cut_stream:
             events = events[: max(1, len(events) // 2)]
-        for name, data in events:
-            text = "" if name is None else f"event: {name}\n"
-            text += f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
-            h.wfile.write(text.encode())
-            h.wfile.flush()
+        digest = hashlib.sha256()
+        packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16) if reply.gzip else None
+        for piece in _event_pieces(events, reply.big_chunk):
+            out = packer.compress(piece) if packer else piece
+            if out:
+                digest.update(out)
+                h.wfile.write(out)
+                h.wfile.flush()
+        if packer:
+            out = packer.flush()
+            digest.update(out)
+            h.wfile.write(out)
+        with self._lock:
+            self.sent_digests.append(digest.hexdigest())
         h.close_connection = True
+
+
+_BIG = "@@big-chunk@@"
+
+
+def _event_pieces(events: list[tuple[str | None, Any]], big: int) -> Iterator[bytes]:
+    """The stream's bytes, event by event; a `_BIG` marker expands to ``big`` characters."""
+    for name, data in events:
+        text = "" if name is None else f"event: {name}\n"
+        text += f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+        head, marker, tail = text.partition(_BIG)
+        yield head.encode()
+        if marker:
+            for start in range(0, big, 1 << 20):
+                yield b"x" * min(1 << 20, big - start)
+            yield tail.encode()
+
+
+def _compress(data: bytes, encoding: str) -> bytes:
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.compress(data))
+    if encoding == "zstd":
+        try:
+            from compression import zstd  # type: ignore[import-not-found]
+        except ImportError:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        return bytes(zstd.compress(data))
+    return gzip.compress(data)
+
+
+def _decoded(raw: bytes, encoding: str) -> bytes:
+    """Undo a request's Content-Encoding (a list: the last one applied is undone first)."""
+    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+        if coding in ("gzip", "x-gzip"):
+            raw = gzip.decompress(raw)
+        elif coding == "deflate":
+            try:
+                raw = zlib.decompress(raw)
+            except zlib.error:
+                raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+        elif coding == "br":
+            import brotli
+
+            raw = bytes(brotli.decompress(raw))
+        elif coding == "zstd":
+            try:
+                from compression import zstd
+            except ImportError:
+                from backports import zstd
+            raw = bytes(zstd.decompress(raw))
+    return raw
+
+
+def _patched(usage: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = {**usage, **patch}
+    return {k: v for k, v in out.items() if v is not DROP}
 
 
 def _kind(path: str) -> str:
@@ -342,19 +449,24 @@ def _stream_events(
 
         if kind == "chat":
             first = {"index": 0, "delta": {"role": "assistant", "content": "h"}}
+            if reply.big_chunk:
+                first["delta"]["content"] = _BIG
             last = {"index": 0, "delta": {"content": "i"}, "finish_reason": "stop"}
         else:
-            first = {"index": 0, "text": "h", "finish_reason": None, "logprobs": None}
+            first = {"index": 0, "text": _BIG if reply.big_chunk else "h", "finish_reason": None,
+                     "logprobs": None}
             last = {"index": 0, "text": "i", "finish_reason": "stop", "logprobs": None}
         events: list[tuple[str | None, Any]] = [(None, chunk(first)), (None, chunk(last))]
         if _stream_has_usage(kind, body) and not omit:
-            events.append((None, chunk(None, _openai_usage(t))))
+            events.append((None, chunk(None, _patched(_openai_usage(t), reply.patch_usage))))
         events.append((None, "[DONE]"))
         return events
     if kind == "responses":
         created = _response_object(body, t, True)
         created["status"] = "in_progress"
         done = _response_object(body, t, omit)
+        if reply.patch_usage and isinstance(done.get("usage"), dict):
+            done["usage"] = _patched(done["usage"], reply.patch_usage)
         return [
             (
                 "response.created",
@@ -386,7 +498,7 @@ def _stream_events(
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _anthropic_usage(t, 1),
+            "usage": _patched(_anthropic_usage(t, 1), reply.patch_usage),
         },
     }
     events = [
@@ -418,7 +530,7 @@ def _stream_events(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": None, "stop_sequence": None},
-                    "usage": {"output_tokens": half},
+                    "usage": _patched({"output_tokens": half}, reply.patch_usage),
                 },
             )
         )
@@ -428,7 +540,10 @@ def _stream_events(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": t.output},
+                    "usage": _patched(
+                        _patched({"output_tokens": t.output}, reply.patch_usage),
+                        reply.patch_last_delta,
+                    ),
                 },
             )
         )

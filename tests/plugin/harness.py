@@ -14,11 +14,11 @@ class Harness:
     """
 
     def __init__(self, prices_path: Path) -> None:
-        from omnillm_sim import BudgetTracker, catalogue
-        from pytest_omnillm.session import BudgetSession
+        from omnillm_sim import catalogue
+        from pytest_omnillm.session import BudgetSession, UnlimitedTracker
 
         self.prices = catalogue("current", overrides=prices_path)
-        self.session_tracker = BudgetTracker.unlimited()
+        self.session_tracker = UnlimitedTracker()
         self.session = BudgetSession(
             prices=self.prices,
             default_max_output=4096,

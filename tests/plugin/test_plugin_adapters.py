@@ -105,7 +105,13 @@ def test_usage_mapping() -> None:
         with pytest.raises(UsageParseError):
             usage_from_openai(bad)
     with pytest.raises(UsageParseError, match="cached_tokens=9 > prompt tokens 2"):
-        usage_from_openai({"prompt_tokens": 2, "prompt_tokens_details": {"cached_tokens": 9}})
+        usage_from_openai(
+            {
+                "prompt_tokens": 2,
+                "completion_tokens": 0,
+                "prompt_tokens_details": {"cached_tokens": 9},
+            }
+        )
 
 
 ANTHROPIC_STREAM = (
@@ -137,7 +143,22 @@ def test_stream_without_final_delta_has_no_usage() -> None:
 
 
 def test_unsupported_encoding_is_reported_not_raised_while_reading() -> None:
-    reader = UsageReader(Endpoint("openai", "chat", "/x"), "application/json", "br")
+    reader = UsageReader(Endpoint("openai", "chat", "/x"), "application/json", "compress")
     reader.feed(b"\x00\x01")  # never raises
-    with pytest.raises(UsageParseError, match="Content-Encoding 'br'"):
+    with pytest.raises(UsageParseError, match="Content-Encoding 'compress'"):
         reader.finish()
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("application/json", b' {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'),
+        ("", b'data: {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}\r\rdata: [DONE]\r\r'),
+    ],
+    ids=["json-reply", "sse-without-content-type"],
+)
+def test_a_stream_request_reads_what_the_body_is(ctype: str, body: bytes) -> None:
+    reader = UsageReader(Endpoint("openai", "chat", "/x"), ctype, stream=True)
+    for i in range(len(body)):
+        reader.feed(body[i : i + 1])
+    assert reader.finish() == Usage(3, 4)

@@ -420,3 +420,171 @@ def test_markers_and_options_are_registered(pt: pytest.Pytester) -> None:
         assert flag in help_text
     pt.makepyfile("import pytest\n\n@pytest.mark.llm_budget('1')\ndef test_x():\n    pass\n")
     pt.runpytest("--strict-markers").assert_outcomes(passed=1)
+
+
+# -- summary wording (issue 10 item 12) --------------------------------------------------------
+
+
+def test_identical_refusals_are_one_line(pt: pytest.Pytester, llm: FakeLLM) -> None:
+    pt.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(31))\n"
+        "def test_call(call, i):\n    call()\n"
+    )
+    result = pt.runpytest("--llm-budget", TINY, "--tb=no", "-q")
+    result.assert_outcomes(failed=31)
+    assert llm.received == []
+    out = result.stdout.str()
+    result.stdout.re_match_lines(
+        [r"  31 x test-model estimated \$0\.\d{6} \(test budget\) in 31 tests$"]
+    )
+    assert out.count("(test budget)") == 1
+
+
+def test_every_list_is_capped_by_llm_summary(pt: pytest.Pytester, llm: FakeLLM) -> None:
+    # Five models with no price: five distinct lines in the unpriced list and five in the
+    # per-model list once a fallback prices them.
+    pt.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('m', ['a1', 'a2', 'a3', 'a4', 'a5'])\n"
+        "def test_call(call, m):\n    call(model=m)\n"
+    )
+    result = pt.runpytest("--llm-summary", "2")
+    result.stdout.fnmatch_lines(["UNPRICED: 5 request(s) *, to a1, a2 and 3 more: *"])
+    llm.reset()
+    result = pt.runpytest("--llm-summary", "2", "--llm-fallback-model", "test-model")
+    result.stdout.fnmatch_lines(["per model:", "*a1*", "*a2*", "  ... and 3 more model(s)*"])
+
+
+def test_requests_without_usage_say_charged_at_estimate(pt: pytest.Pytester, llm: FakeLLM) -> None:
+    llm.default = Reply(omit_usage=True)
+    pt.makepyfile("def test_x(call):\n    call()\n    call()\n")
+    result = pt.runpytest()
+    result.stdout.fnmatch_lines(
+        [
+            "*test-model  2 request(s) charged at estimate (tokens unknown)",
+            "charged at their estimate (no usable usage in the response):",
+            "  2 x test-model no usage: response has no usage*in *::test_x",
+        ]
+    )
+    assert "None" not in result.stdout.str()
+
+
+def test_a_request_without_model_is_never_shown_as_none(pt: pytest.Pytester) -> None:
+    pt.makepyfile(
+        "import httpx\nfrom conftest import URL\n\ndef test_x():\n"
+        "    httpx.post(URL + '/v1/chat/completions', json={'messages': []})\n"
+    )
+    result = pt.runpytest()
+    result.stdout.fnmatch_lines(["UNPRICED: 1 request(s) *, to (no model): *"])
+    assert "None" not in result.stdout.str()
+
+
+def test_long_details_are_cut_at_a_word_boundary() -> None:
+    from pytest_omnillm.report import shorten
+
+    text = "alpha beta gamma delta epsilon " * 10
+    short = shorten(text, 40)
+    assert len(short) <= 40 and short.endswith("...")
+    assert text.startswith(short.removesuffix("..."))
+    assert short.removesuffix("...").split()[-1] in text.split()  # a whole word
+
+
+def test_json_report_names_each_limit_source(
+    pt: pytest.Pytester, prices_file: Path, tmp_path: Path
+) -> None:
+    ini(pt, prices_file, llm_session_budget="5")
+    pt.makepyfile(ONE_CALL)
+    report = tmp_path / "r.json"
+    pt.runpytest("--llm-budget", "1", "--llm-report", str(report)).assert_outcomes(passed=1)
+    limits = json.loads(report.read_text())["session"]["limits"]
+    assert limits == {
+        "test": {"limit": 1_000_000, "source": "--llm-budget option"},
+        "session": {"limit": 5_000_000, "source": "llm_session_budget ini key"},
+    }
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "directory"])
+def test_unwritable_report_path_is_a_usage_error_before_any_test(
+    pt: pytest.Pytester, llm: FakeLLM, tmp_path: Path, where: str
+) -> None:
+    path = tmp_path / "no" / "such" / "r.json" if where == "missing-dir" else tmp_path
+    pt.makepyfile(ONE_CALL)
+    result = pt.runpytest("--llm-report", str(path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert llm.received == []
+    result.stderr.fnmatch_lines([f"*--llm-report option: llm_report(='{path}')*"])
+
+
+def test_budget_replays_option_and_ini_key(pt: pytest.Pytester, prices_file: Path) -> None:
+    pt.makepyfile(
+        """
+        import httpx
+        from conftest import URL
+
+        def test_mocked():
+            def answer(request):
+                return httpx.Response(200, json={"usage": {"prompt_tokens": 10,
+                                                           "completion_tokens": 5}})
+            with httpx.Client(transport=httpx.MockTransport(answer)) as c:
+                c.post(URL + "/v1/chat/completions",
+                       json={"model": "test-model", "messages": [], "max_tokens": 20})
+        """
+    )
+    free = pt.runpytest()
+    free.stdout.fnmatch_lines(
+        [
+            "session: $0.000000 spent in 1 LLM request(s)*",
+            "replayed from mocks/cassettes: $0.000020 if live, 1 request(s), not charged*",
+        ]
+    )
+    for args in (["--llm-budget-replays"], []):
+        if not args:
+            ini(pt, prices_file, llm_budget_replays="true")
+        charged = pt.runpytest(*args)
+        charged.stdout.fnmatch_lines(
+            [
+                "session: $0.000020 spent in 1 LLM request(s)*",
+                "replayed from mocks/cassettes: $0.000020 if live, 1 request(s), charged "
+                "$0.000020 (--llm-budget-replays)",
+            ]
+        )
+
+
+def test_pytest_httpx_mocks_are_replayed(pt: pytest.Pytester, llm: FakeLLM) -> None:
+    pt.makepyfile(
+        """
+        import httpx
+
+        def test_mocked(httpx_mock):
+            httpx_mock.add_response(
+                json={"usage": {"prompt_tokens": 10, "completion_tokens": 5}}, is_reusable=True
+            )
+            for _ in range(3):
+                httpx.post("http://llm.invalid/v1/chat/completions",
+                           json={"model": "test-model", "messages": [], "max_tokens": 20})
+        """
+    )
+    result = pt.runpytest("-p", "pytest_httpx")
+    result.assert_outcomes(passed=1)
+    assert llm.received == []
+    result.stdout.fnmatch_lines(
+        [
+            "session: $0.000000 spent in 3 LLM request(s)*",
+            "replayed from mocks/cassettes: $0.000060 if live, 3 request(s), not charged*",
+        ]
+    )
+
+
+def test_released_requests_are_not_called_charged_at_estimate(
+    pt: pytest.Pytester, llm: FakeLLM
+) -> None:
+    llm.script = [Reply(status=500)]
+    pt.makepyfile(
+        "import openai, pytest\n\ndef test_x(call):\n"
+        "    with pytest.raises(openai.InternalServerError):\n        call()\n    call()\n"
+    )
+    result = pt.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*$0.000020  test-model  2 request(s), 10 input / 5 output tokens"]
+    )
+    assert "charged at estimate" not in result.stdout.str()

@@ -41,7 +41,7 @@ def test_run_report_has_summaries_and_titled_charts(small_run, tmp_path: Path) -
     assert summary["requests"]["rejections_by_reason"]["BUDGET"] > 0
     assert summary["requests"]["arrivals"] == len(small_run.records)
     assert summary["invariants"]["checked"] is True
-    assert not list((tmp_path / "r").glob(".partial-*"))
+    assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]  # no staging left
 
 
 def test_charts_have_titles_axis_labels_and_units(small_run, tmp_path: Path,  # type: ignore[no-untyped-def]
