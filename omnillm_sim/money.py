@@ -81,6 +81,12 @@ def _to_decimal(value: object, name: str) -> Decimal:
         text = value.strip()
         if text.startswith("$"):
             text = text[1:].strip()
+        if "_" in text or not text.isascii():
+            # Decimal() reads "1_000" and Unicode digits ("１２", "١٢"); a money string in a
+            # file or option is refused instead of being read as something the user did not mean.
+            raise InvalidValueError(
+                name, value, 'must be an amount of USD in ASCII digits like "0.25", without "_"'
+            )
         try:
             return Decimal(text)
         except InvalidOperation:

@@ -105,6 +105,11 @@ def test_accepted_inputs(value: object, expected: int) -> None:
         (None, "NoneType"),
         ([1], "list"),
         ("1e20", "< 1e14"),
+        ("1_000", "ASCII digits"),  # Decimal() would read 1000
+        ("$1_000.50", "ASCII digits"),
+        ("\uff11\uff12", "ASCII digits"),  # full-width 12
+        ("\u0661\u0662", "ASCII digits"),  # Arabic-Indic 12
+        ("2\u00b2", "ASCII digits"),  # superscript two
     ],
 )
 def test_rejected_inputs_name_the_value(value: object, fragment: str) -> None:

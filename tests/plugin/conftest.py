@@ -48,18 +48,41 @@ output = "0"
 """
 
 
+# Plugins of the dev extra, known to run well inside in-process pytester runs.
+_IN_PROCESS_SAFE = frozenset(
+    {"omnillm-sim", "pytest-xdist", "pytest-cov", "pytest-httpx", "respx", "anyio", "hypothesis"}
+)
+
+
+def _foreign_plugins(config: pytest.Config) -> set[str]:
+    names = set()
+    for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
+        names.add(str(dist.metadata["name"]).lower())
+    return names - _IN_PROCESS_SAFE
+
+
 @pytest.fixture
-def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """pytester whose ``runpytest`` runs pytest in a subprocess, without pytest-randomly.
+def pytester(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> pytest.Pytester:
+    """pytester whose ``runpytest`` leaves pytest-randomly out, and runs in a subprocess as soon
+    as a plugin outside the dev extra is installed.
 
     In-process runs share ``sys.modules`` with this session, and break as soon as another
     installed plugin imports a module during the run (pytest-randomly reseeding numpy: "cannot
-    load module more than once"). The inner runs' outcomes depend on test order (a session
-    budget refuses the later test), so pytest-randomly, if installed, is kept out of them.
+    load module more than once"). A subprocess costs about a second of start-up per run, so
+    the dev environment (only plugins known to be safe) keeps in-process runs. The inner runs'
+    outcomes depend on test order (a session budget refuses the later test), so
+    pytest-randomly, if installed, is kept out of them either way.
     """
+    inner = (
+        pytester.runpytest_subprocess
+        if _foreign_plugins(request.config)
+        else pytester.runpytest_inprocess
+    )
 
     def run(*args: str | os.PathLike[str], **kwargs: Any) -> pytest.RunResult:
-        return pytester.runpytest_subprocess("-p", "no:randomly", *args, **kwargs)
+        return inner("-p", "no:randomly", *args, **kwargs)
 
     monkeypatch.setattr(pytester, "runpytest", run)
     return pytester
