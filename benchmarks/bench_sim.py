@@ -8,6 +8,16 @@ horizon and random stream as the scenario's), and per request one process that t
 `simpy.Resource` slot, holds it for one `timeout` and releases it. Its capacity is large
 enough that nothing queues, as in the scenario (the provider has no concurrency limit there).
 
+On an M/M/c queue (one key with no binding limits, ``[provider] concurrency = c``,
+exponential service) the baseline is **ciw**, a pure-Python queueing DES, on the same
+arrival rate, service rate, servers and horizon; both report the mean wait, which must agree
+with Erlang C (tests/sim/test_closed_form.py checks ours).
+
+Key count: the marginal CPU cost of a request (the time of a 2N-request run minus that of an
+N-request run, over N: per-run costs such as building 1,000 keys cancel out) with 1,000 keys
+against 1 key, per strategy, under both policies and with the checker on and off; each
+strategy's figure is its worst of the four.
+
 The million-request figure is the whole user command, ``omnillm-sim run SCENARIO --no-records
 --no-check --no-charts`` on a scenario file of one million requests, measured from outside
 (`benchmarks.harness.run_child`): wall time and the peak RSS the kernel reports for the
@@ -21,12 +31,14 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ciw
 import simpy
 
 from benchmarks.harness import Figure, Paired, Size, run_child, side_by_side
@@ -126,7 +138,7 @@ def sim_throughput(size: Size) -> Figure:
         pair.baseline,
         "/s",
         "ratio>=",
-        0.35,
+        0.5,
         reps,
         note=f"{n:,} requests per repetition, 8 keys, omnillm-0.1.5, Poisson {RATE:g}/s; "
         "baseline: SimPy Resource + timeout per request",
@@ -213,6 +225,147 @@ def million_run(size: Size) -> Figure:
     )
 
 
+MMC_SERVERS, MMC_RATE, MMC_SERVICE_RATE = 2, 1.2, 1.0  # rho = 0.6, Wq = 0.5625 s
+
+
+def mmc_scenario(requests: int) -> Scenario:
+    """M/M/2: one key without binding limits, 2 provider slots, exponential service."""
+    return scenario_from_dict(
+        {
+            "seed": 2,
+            "duration": f"{requests / MMC_RATE}s",
+            "records": False,
+            "keys": [{"label": "k", "rpm": 10**9, "tpm": 10**12}],
+            "gateway": {"request_timeout": "1000h"},
+            "workload": {"kind": "poisson", "rate": f"{MMC_RATE}/s"},
+            "provider": {
+                "concurrency": MMC_SERVERS,
+                "service": {"dist": "exponential", "mean": 1 / MMC_SERVICE_RATE},
+            },
+        },
+        source="benchmarks/bench_sim.py",
+        name="mmc",
+    )
+
+
+def ciw_mmc(seed: int, horizon: float) -> tuple[int, float]:
+    """The baseline: ciw's M/M/c over ``horizon``; returns (customers served, mean wait)."""
+    ciw.seed(seed)
+    network = ciw.create_network(
+        arrival_distributions=[ciw.dists.Exponential(MMC_RATE)],
+        service_distributions=[ciw.dists.Exponential(MMC_SERVICE_RATE)],
+        number_of_servers=[MMC_SERVERS],
+    )
+    simulation = ciw.Simulation(network)
+    simulation.simulate_until_max_time(horizon)
+    records = simulation.get_all_records()
+    return len(records), sum(r.waiting_time for r in records) / max(len(records), 1)
+
+
+def mmc_throughput(size: Size) -> Figure:
+    requests, reps = (2_000, 1) if size == "smoke" else (30_000, 5)
+    scenario = mmc_scenario(requests)
+    waits: dict[str, float] = {}
+
+    def ours() -> float:
+        start = time.process_time()
+        result = run(scenario, check=False)
+        elapsed = time.process_time() - start
+        waits["ours"] = result.metrics.mean_wait or 0.0
+        return result.metrics.arrivals / elapsed
+
+    def baseline() -> float:
+        start = time.process_time()
+        n, wait = ciw_mmc(scenario.seed, scenario.duration)
+        elapsed = time.process_time() - start
+        waits["ciw"] = wait
+        return n / elapsed
+
+    pair = side_by_side(ours, baseline, reps)
+    a, b = pair
+    return Figure(
+        "M/M/c simulator throughput vs ciw (req/s)",
+        a,
+        b,
+        "/s",
+        "ratio>=",
+        1.0,
+        reps,
+        note=f"M/M/{MMC_SERVERS}, lambda {MMC_RATE}/s, mu {MMC_SERVICE_RATE}/s, {requests:,} "
+        f"requests, checker off; mean wait ours {waits['ours']:.3f} s, ciw {waits['ciw']:.3f} "
+        "s, Erlang C 0.5625 s",
+        extra={"wait_ours": waits["ours"], "wait_ciw": waits["ciw"]},
+        spread=pair.spread,
+    )
+
+
+def keys_scenario(keys: int, strategy: str, policy: str, requests: int) -> Scenario:
+    """Poisson 40/s on ``keys`` keys whose limits never bind, exponential 0.5 s service."""
+    return scenario_from_dict(
+        {
+            "seed": 3,
+            "duration": f"{requests / RATE}s",
+            "records": False,
+            "gateway": {"policy": policy, "strategy": strategy, "request_timeout": "1000h"},
+            "keys": [{"label": "k", "count": keys, "rpm": 10**9, "tpm": 10**12}],
+            "workload": {"kind": "poisson", "rate": f"{RATE}/s"},
+            "provider": {"service": {"dist": "exponential", "mean": 0.5}},
+        },
+        source="benchmarks/bench_sim.py",
+        name="keys",
+    )
+
+
+def _marginal_cost(keys: int, strategy: str, policy: str, check: bool, requests: int) -> float:
+    """CPU seconds per request of a 2N-request run beyond an N-request one."""
+    spent = []
+    for n in (requests, 2 * requests):
+        scenario = keys_scenario(keys, strategy, policy, n)
+        start = time.process_time()
+        run(scenario, check=check)
+        spent.append(time.process_time() - start)
+    return max(spent[1] - spent[0], 1e-9) / requests
+
+
+def key_count(strategy: str) -> Callable[[Size], Figure]:
+    def bench(size: Size) -> Figure:
+        requests, reps = (300, 1) if size == "smoke" else (4_000, 3)
+        ratios: dict[str, float] = {}
+        spreads: dict[str, tuple[float, float] | None] = {}
+        costs: dict[str, tuple[float, float]] = {}
+        for policy in ("omnillm-0.1.5", "safe"):
+            for check in (False, True):
+                label = f"{policy}{'+check' if check else ''}"
+
+                def many(p: str = policy, c: bool = check) -> float:
+                    return _marginal_cost(1_000, strategy, p, c, requests)
+
+                def one(p: str = policy, c: bool = check) -> float:
+                    return _marginal_cost(1, strategy, p, c, requests)
+
+                pair = side_by_side(many, one, reps)
+                a, b = pair
+                ratios[label], costs[label], spreads[label] = a / b, (a, b), pair.spread
+        worst = max(ratios, key=lambda k: ratios[k])
+        a, b = costs[worst]
+        return Figure(
+            f"per-request cost, 1,000 keys vs 1, {strategy} (us)",
+            a * 1e6,
+            b * 1e6,
+            "us",
+            "ratio<=",
+            1.5,
+            reps,
+            note="worst of " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+            + f"; marginal CPU per request ({requests:,} vs {2 * requests:,} requests)",
+            extra={f"ratio {k}": v for k, v in ratios.items()},
+            spread=spreads[worst],
+        )
+
+    bench.__name__ = f"key_count_{strategy.replace('-', '_')}"
+    return bench
+
+
 def _arrivals(summary: dict[str, Any]) -> int:
     """The request count in a run's summary.json (searched, so the layout may evolve)."""
     stack: list[Any] = [summary]
@@ -226,5 +379,11 @@ def _arrivals(summary: dict[str, Any]) -> int:
     raise ValueError("summary.json has no request count")
 
 
-BENCHMARKS = [sim_throughput, sim_throughput_checked, million_run]
+BENCHMARKS = [
+    sim_throughput,
+    sim_throughput_checked,
+    mmc_throughput,
+    *(key_count(s) for s in ("omnillm", "round-robin", "least-loaded", "power-of-two")),
+    million_run,
+]
 

@@ -20,13 +20,23 @@ index of a key that is available and fits, or ``None``:
 * ``least-loaded`` — the fitting key with the smallest in-flight fraction (ties: fewer
   requests in the RPM window, then lowest index).
 * ``power-of-two`` — two distinct fitting keys drawn at random, the less loaded one wins.
+
+Cost per choice, flat in the number of keys where the straightforward scan is linear:
+``least-loaded`` keeps the keys in a heap by (load, index), refreshed only for keys whose
+limiters moved (their ``watch`` hook) or whose RPM window lost an entry with time, and takes
+the first available, fitting key from the top; ``power-of-two`` over more than
+`SAMPLE_FROM` keys draws keys at random until two distinct ones fit (a uniform pair of
+fitting keys, as the scan-and-sample it falls back to after a few misses).
 """
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from omnillm_sim.breaker import BreakerState, BreakerStats, FaithfulBreaker, SafeBreaker
@@ -299,30 +309,113 @@ class RoundRobinStrategy:
         return f"<RoundRobinStrategy cursor={self.cursor}>"
 
 
+def least_loaded_scan(view: PoolView) -> int | None:
+    """``least-loaded`` the straightforward way: every key, the smallest (load, index)."""
+    best: int | None = None
+    best_load: tuple[float, int] | None = None
+    for k in range(len(view)):
+        if view.available(k) and view.fits(k):
+            load = view.load(k)
+            if best_load is None or load < best_load:
+                best, best_load = k, load
+    return best
+
+
 class LeastLoadedStrategy:
-    """The available, fitting key with the smallest load (in-flight fraction, RPM count)."""
+    """The available, fitting key with the smallest load (in-flight fraction, RPM count).
+
+    Over a pool's own view, an index: a heap of ``(fraction, rpm count, index, version)``,
+    an entry per key refreshed when that key's in-flight cap or RPM window changes (the
+    limiters' ``watch`` hook marks it) or an RPM entry of it expires (a heap of expiry
+    times); the answer is the first available, fitting key from the top, the same key as
+    `least_loaded_scan`. Any other `PoolView` is scanned.
+    """
 
     name = "least-loaded"
 
     def __init__(self, *, rng: random.Random, attempt_cap: int = 5) -> None:
-        pass
+        self._keys: Sequence[KeyState] | None = None
+        self._heap: list[tuple[float, int, int, int]] = []
+        self._version: list[int] = []
+        self._dirty: set[int] = set()
+        self._expiries: list[tuple[int, int]] = []  # (last microsecond an RPM entry counts, key)
+
+    def _attach(self, keys: Sequence[KeyState]) -> None:
+        self._keys = keys
+        self._version = [0] * len(keys)
+        self._dirty = set(range(len(keys)))
+        self._heap = []
+        self._expiries = []
+        for i, key in enumerate(keys):
+            key.cap.watch = partial(self._dirty.add, i)
+            key.rpm.watch = partial(self._logged, i)
+
+    def _logged(self, i: int) -> None:
+        key = self._keys[i]  # type: ignore[index]
+        self._dirty.add(i)
+        heapq.heappush(self._expiries, (key.rpm._last + to_micros(key.rpm.window), i))
+
+    def _sync(self, now: float) -> None:
+        expiries, dirty = self._expiries, self._dirty
+        if expiries:
+            now_us = to_micros(now)
+            while expiries and expiries[0][0] < now_us:  # an entry counts until exactly then
+                dirty.add(heapq.heappop(expiries)[1])
+        if dirty:
+            keys, version, heap = self._keys, self._version, self._heap
+            assert keys is not None
+            for i in dirty:
+                key = keys[i]
+                version[i] += 1
+                cap = key.cap
+                heapq.heappush(heap, (cap.inflight / cap.limit, key.rpm.count(now), i,
+                                      version[i]))
+            dirty.clear()
+            if len(heap) > 4 * len(keys) + 64:  # drop superseded entries now and then
+                self._heap = [e for e in heap if e[3] == version[e[2]]]
+                heapq.heapify(self._heap)
 
     def choose(self, view: PoolView) -> int | None:
-        best: int | None = None
-        best_load: tuple[float, int] | None = None
-        for k in range(len(view)):
-            if view.available(k) and view.fits(k):
-                load = view.load(k)
-                if best_load is None or load < best_load:
-                    best, best_load = k, load
-        return best
+        keys = getattr(view, "keys", None)
+        now = getattr(view, "now", None)
+        if keys is None or now is None:
+            return least_loaded_scan(view)
+        if keys is not self._keys:
+            self._attach(keys)
+        self._sync(now)
+        heap, version = self._heap, self._version
+        aside: list[tuple[float, int, int, int]] = []
+        chosen: int | None = None
+        while heap:
+            entry = heap[0]
+            i = entry[2]
+            if entry[3] != version[i]:
+                heapq.heappop(heap)
+                continue
+            if view.available(i) and view.fits(i):
+                chosen = i
+                break
+            aside.append(heapq.heappop(heap))
+        for entry in aside:
+            heapq.heappush(heap, entry)
+        return chosen
 
     def __repr__(self) -> str:
         return "<LeastLoadedStrategy>"
 
 
+SAMPLE_FROM = 16
+"""`PowerOfTwoStrategy` samples keys at random in pools larger than this (else it scans)."""
+_DRAWS = 8
+
+
 class PowerOfTwoStrategy:
-    """Two distinct available, fitting keys at random; the less loaded one (ties: first)."""
+    """Two distinct available, fitting keys at random; the less loaded one (ties: first).
+
+    In a pool of more than `SAMPLE_FROM` keys, up to a few random draws per key find the
+    two (rejection sampling: a uniform pair of distinct fitting keys); when the draws miss
+    (few keys fit), and in small pools, all fitting keys are listed and two sampled.
+    """
 
     name = "power-of-two"
 
@@ -330,7 +423,18 @@ class PowerOfTwoStrategy:
         self.rng = rng
 
     def choose(self, view: PoolView) -> int | None:
-        fitting = [k for k in range(len(view)) if view.available(k) and view.fits(k)]
+        n = len(view)
+        if n > SAMPLE_FROM:
+            randrange = self.rng.randrange
+            for _ in range(_DRAWS):
+                a = randrange(n)
+                if view.available(a) and view.fits(a):
+                    for _ in range(_DRAWS):
+                        b = randrange(n)
+                        if b != a and view.available(b) and view.fits(b):
+                            return b if view.load(b) < view.load(a) else a
+                    break
+        fitting = [k for k in range(n) if view.available(k) and view.fits(k)]
         if len(fitting) <= 1:
             return fitting[0] if fitting else None
         a, b = self.rng.sample(fitting, 2)
@@ -430,7 +534,8 @@ class KeyPool:
         if not keys:
             raise ConfigError("keys", tuple(keys), "must name at least one key")
         labels = [k.label for k in keys]
-        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        counts = Counter(labels)
+        dupes = sorted(label for label, n in counts.items() if n > 1)
         if dupes:
             raise ConfigError("keys", dupes, "labels must be unique")
         _config(positive_int, "breaker_threshold", breaker_threshold, "")

@@ -20,6 +20,7 @@ Time must not go backwards: a smaller ``now`` than the last one seen is an error
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from omnillm_sim.errors import InvalidValueError
@@ -100,7 +101,8 @@ class SlidingWindowLog:
     """
 
     __slots__ = (
-        "_admitted", "_last", "_limit", "_log", "_peak", "_rejected", "_window", "_window_us"
+        "_admitted", "_last", "_limit", "_log", "_peak", "_rejected", "_window", "_window_us",
+        "watch",
     )
 
     def __init__(self, limit: int, window: float = 60.0) -> None:
@@ -112,6 +114,7 @@ class SlidingWindowLog:
         self._admitted = 0
         self._rejected = 0
         self._peak = 0
+        self.watch: Callable[[], object] | None = None  # called after each admission
 
     @property
     def limit(self) -> int:
@@ -156,6 +159,8 @@ class SlidingWindowLog:
             return decision
         self._log.append(self._last)
         self._admitted += 1
+        if self.watch is not None:
+            self.watch()
         if len(self._log) > self._peak:
             self._peak = len(self._log)
         return decision
@@ -192,7 +197,7 @@ class InflightTokenCap:
         InvalidValueError: ``limit`` not an int > 0; negative token counts.
     """
 
-    __slots__ = ("_admitted", "_inflight", "_last", "_limit", "_peak", "_rejected")
+    __slots__ = ("_admitted", "_inflight", "_last", "_limit", "_peak", "_rejected", "watch")
 
     def __init__(self, limit: int) -> None:
         self._limit = positive_int("limit", limit)
@@ -201,6 +206,7 @@ class InflightTokenCap:
         self._admitted = 0
         self._rejected = 0
         self._peak = 0
+        self.watch: Callable[[], object] | None = None  # called after the in-flight count moves
 
     @property
     def limit(self) -> int:
@@ -235,6 +241,8 @@ class InflightTokenCap:
         self._admitted += 1
         if self._inflight > self._peak:
             self._peak = self._inflight
+        if self.watch is not None:
+            self.watch()
         return decision
 
     def release(self, tokens: int, now: float) -> None:
@@ -251,6 +259,8 @@ class InflightTokenCap:
                 "tokens", tokens, f"must be <= the {self._inflight} tokens in flight"
             )
         self._inflight -= tokens
+        if self.watch is not None:
+            self.watch()
 
     def stats(self) -> LimiterStats:
         """Counters; ``in_use`` is the tokens in flight."""

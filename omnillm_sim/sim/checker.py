@@ -22,9 +22,12 @@ second settles' drift, and I2/I3 no longer apply to the corrupted counter).
 
 Cost: the budget checks read two counters per event (the full `BudgetStats` snapshot is taken
 only when ``used > limit`` or to word a failure); the key checks run after events in which the
-engine called the gateway (`touched`), over every key, reading its in-flight tokens and RPM
-window directly. Memory is bounded by the admissions in flight: request ids are handed out in
-arrival order, so "admitted twice" needs only the highest id admitted so far.
+engine called the gateway (`touched`), over the keys it named (a key's in-flight tokens and
+RPM window change only when the gateway admits or finishes on that key, so the others cannot
+have broken K1 or K2 since they were last checked), reading them directly; ``touched(None)``
+(a change the engine cannot pin on one key) checks every key. Memory is bounded by the
+admissions in flight: request ids are handed out in arrival order, so "admitted twice" needs
+only the highest id admitted so far.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class InvariantChecker:
         self._limits = key_limits  # label -> (rpm, tpm)
         self._keys = tuple(keys)
         self._touched = False
+        self._touched_keys: set[int] = set()
+        self._everything = False
         self._open: dict[int, int] = {}
         self._charged = 0
         self._open_sum = 0
@@ -74,8 +79,13 @@ class InvariantChecker:
     # -- ledger (called by the engine) ---------------------------------------------------
 
     def touched(self, key: int | None) -> None:
-        """The engine called the gateway (about key index ``key``): check the keys next time."""
+        """The engine called the gateway (about key index ``key``, ``None``: about no one key):
+        check that key (``None``: every key) next time."""
         self._touched = True
+        if key is None:
+            self._everything = True
+        else:
+            self._touched_keys.add(key)
 
     def admitted(self, request_id: int, estimate: int) -> None:
         """An admission reserved ``estimate`` micro-dollars.
@@ -203,11 +213,18 @@ class InvariantChecker:
             self._check_statuses(event, now, key_status)
         if self._touched:
             self._touched = False
-            limits = self._limits
-            for key in self._keys:
+            limits, keys = self._limits, self._keys
+            if self._everything:
+                self._everything = False
+                self._touched_keys.clear()
+                suspects: Any = keys
+            else:
+                suspects = [keys[i] for i in self._touched_keys if i < len(keys)]
+                self._touched_keys.clear()
+            for key in suspects:
                 rpm, tpm = limits[key.label]
                 if not 0 <= key.cap.inflight <= tpm or key.rpm.count(now) > rpm:
-                    self._check_statuses(event, now, [k.status(now) for k in self._keys])
+                    self._check_statuses(event, now, [k.status(now) for k in keys])
 
     def _over_limit(self, event: int, now: float) -> None:
         stats = self._budget.stats()

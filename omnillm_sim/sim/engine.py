@@ -141,6 +141,19 @@ def _key_state(status: Any, now: float) -> str:
     return "available" if status.available else "cooling"
 
 
+def _state_of(key: Any, now: float) -> str:
+    """`_key_state` of ``key.status(now)``, reading only what it needs (the sampler's)."""
+    if key.dead:
+        return "dead"
+    breaker = key.breaker.state(now)
+    if breaker in ("open", "half-open"):
+        return str(breaker)
+    until = key.cooling_until if key.cooling(now) else None
+    if until is not None and until > now:
+        return "cooling"
+    return "available" if key.available(now) else "cooling"
+
+
 class _Run:
     """The mutable state of one run (private to `run`)."""
 
@@ -153,7 +166,7 @@ class _Run:
         self.labels = tuple(scenario.key_labels())
         self.provider = Provider(
             self.env, scenario, scenario.gateway.request_timeout,
-            random.Random(f"{seed}/provider"),
+            random.Random(f"{seed}/provider"), on_reply=self._replied,
         )
         self.factory = RequestFactory(scenario, random.Random(f"{seed}/requests"))
         self.arrival_rng = random.Random(f"{seed}/arrivals")
@@ -167,6 +180,7 @@ class _Run:
         self.per_key = [0] * len(self.labels)
         self.area = 0.0
         self.key_area = [0.0] * len(self.labels)
+        self.changed: set[int] = set(range(len(self.labels)))  # keys the sampler must re-read
         self.key_since = [0.0] * len(self.labels)
         self.last_change = 0.0
         self.end_time = 0.0
@@ -200,6 +214,7 @@ class _Run:
             self.key_area[key] += n * span
         self.key_since[key] = now
         self.per_key[key] = n + delta
+        self.changed.add(key)
 
     def _close_areas(self) -> None:
         now = self.env.now
@@ -222,13 +237,15 @@ class _Run:
     # -- request life --------------------------------------------------------------------
 
     def arrive(
-        self, arrival: Arrival, observed: ObservedRow | None = None
-    ) -> simpy.Process | None:
-        """Admit or reject ``arrival`` now; return the serving process if admitted.
+        self, arrival: Arrival, observed: ObservedRow | None = None,
+        done: simpy.Event | None = None,
+    ) -> bool:
+        """Admit or reject ``arrival`` now; True if admitted.
 
-        An ``observed`` log row is served as it happened (`_replay`), not by the provider.
+        An admitted request goes to the provider, whose reply ends it (`_replied`); ``done``
+        (a closed-loop client's) succeeds then. An ``observed`` log row is served as it
+        happened (`_replay`), not by the provider.
         """
-        env = self.env
         request = gw.Request(
             id=arrival.id,
             model=arrival.model,
@@ -236,7 +253,7 @@ class _Run:
             max_output_tokens=arrival.max_output_tokens,
             stream=arrival.stream,
         )
-        now = env.now
+        now = self.env.now
         decision = self.gateway.admit(request, now)
         if now > self.end_time:
             self.end_time = now
@@ -244,53 +261,61 @@ class _Run:
         if isinstance(decision, gw.Rejection):
             reason = decision.reason.name
             self.tally.rejected(reason)
-            if checker is not None:
-                checker.touched(decision.key)
-                if decision.reason is gw.RejectReason.BUDGET:
-                    estimate = decision.estimate.cost if decision.estimate is not None else None
-                    checker.refused(arrival.id, estimate, now)
+            if decision.key is not None:  # without a key, no key's state changed
+                self.changed.add(decision.key)
+                if checker is not None:
+                    checker.touched(decision.key)
+            if checker is not None and decision.reason is gw.RejectReason.BUDGET:
+                estimate = decision.estimate.cost if decision.estimate is not None else None
+                checker.refused(arrival.id, estimate, now)
             if self.keep_records:
                 self.records.append(_new(RequestRecord, (
                     arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, 0,
                     "rejected", reason, None, None, now, None, None, "rejected",
                 )))
                 self._budget_step()
-            return None
+            return False
         if checker is not None:
             checker.touched(decision.key)
             checker.admitted(arrival.id, decision.estimate.cost)
         self._move(decision.key, 1)
         self._budget_step()
         if observed is not None:
-            return env.process(self._replay(decision, arrival, observed))
-        return env.process(self._serve(decision, arrival))
+            self.env.process(self._replay(decision, arrival, observed))
+        else:
+            self.provider.submit(decision.key_label, arrival, (decision, arrival, done))
+        return True
 
-    def _serve(self, admission: Any, arrival: Arrival) -> Generator[simpy.Event, Any, None]:
-        label = admission.key_label
-        reply = yield from self.provider.serve(label, arrival)
+    def _replied(self, reply: ProviderReply, token: Any) -> None:
+        """The provider's reply to an admitted request: finish it at the gateway."""
+        admission, arrival, done = token
         now = self.env.now
         settlement = self.gateway.finish(admission, _outcome(reply), now)
-        if self.checker is not None:
-            self.checker.touched(admission.key)
+        checker = self.checker
+        if checker is not None:
+            checker.touched(admission.key)
             if settlement.leaked:
-                self.checker.leaked(arrival.id)
+                checker.leaked(arrival.id)
             else:
-                self.checker.settled(arrival.id, settlement.charged)
+                checker.settled(arrival.id, settlement.charged)
                 if settlement.resettled is not None:
-                    self.checker.resettled(arrival.id, settlement.resettled)
+                    checker.resettled(arrival.id, settlement.resettled)
         self._move(admission.key, -1)
         if now > self.end_time:
             self.end_time = now
-        status = reply.kind if reply.kind != "http_error" else f"http_{reply.status}"
+        kind = reply.kind
+        status = kind if kind != "http_error" else f"http_{reply.status}"
         self.tally.served(admission.key, status, arrival.time, reply.start, reply.end)
         if self.keep_records:
             output = reply.usage.output_tokens if reply.usage is not None else 0
             self.records.append(_new(RequestRecord, (
                 arrival.id, arrival.time, arrival.model, arrival.prompt_tokens, output,
-                "admitted", None, label, reply.start, reply.end, admission.estimate.cost,
-                settlement.charged, status,
+                "admitted", None, admission.key_label, reply.start, reply.end,
+                admission.estimate.cost, settlement.charged, status,
             )))
             self._budget_step()
+        if done is not None:
+            done.succeed()
 
     def _replay(
         self, admission: Any, arrival: Arrival, row: ObservedRow
@@ -374,13 +399,30 @@ class _Run:
                                           output_tokens=row.output_tokens, model=model), row)
         self.arrivals_done = True
 
-    def open_source(self) -> Generator[simpy.Event, Any, None]:
-        env, arrive = self.env, self.arrive
-        for arrival in open_arrivals(self.scenario, self.factory, self.arrival_rng):
+    def open_source(self) -> None:
+        """Start the open workload: arrivals come from timeout callbacks, one per instant."""
+        self._arrivals = iter(open_arrivals(self.scenario, self.factory, self.arrival_rng))
+        self._next_arrival: Arrival | None = None
+        start = self.env.event()
+        start._ok, start._value = True, None
+        start.callbacks.append(self._arrivals_due)
+        self.env.schedule(start, simpy.events.URGENT)  # first at t=0, as a process would be
+
+    def _arrivals_due(self, _event: simpy.Event) -> None:
+        """Every arrival due now; then a timeout for the next one."""
+        env, arrive, arrivals = self.env, self.arrive, self._arrivals
+        arrival = self._next_arrival
+        if arrival is None:
+            arrival = next(arrivals, None)
+        while arrival is not None:
             delay = arrival.time - env.now
             if delay > 0:
-                yield env.timeout(delay)
+                self._next_arrival = arrival
+                env.timeout(delay).callbacks.append(self._arrivals_due)
+                return
             arrive(arrival)
+            arrival = next(arrivals, None)
+        self._next_arrival = None
         self.arrivals_done = True
 
     def client(self) -> Generator[simpy.Event, Any, None]:
@@ -393,9 +435,9 @@ class _Run:
                 return
             if limit is not None and self.factory.made >= limit:
                 return
-            process = self.arrive(self.factory.make(self.env.now))
-            if process is not None:
-                yield process
+            done = self.env.event()
+            if self.arrive(self.factory.make(self.env.now), done=done):
+                yield done
 
     def closed_source(self) -> Generator[simpy.Event, Any, None]:
         clients = [self.env.process(self.client()) for _ in range(self.scenario.workload.clients)]
@@ -403,19 +445,42 @@ class _Run:
         self.arrivals_done = True
 
     def sampler(self) -> Generator[simpy.Event, Any, None]:
+        """A `Sample` every interval.
+
+        A key's state is re-read only if the gateway changed it since the last sample or it
+        was neither available nor dead then (cooldowns and open breakers end with time alone;
+        an available key stays available until a gateway call on it): per sample the cost
+        follows what changed, not the number of keys.
+        """
         interval = self.scenario.sample_interval or max(self.scenario.duration / 200.0, 1e-3)
+        keys = self.gateway.pool.keys
+        states = [""] * len(keys)
+        changing: set[int] = set()  # keys whose state may change with time alone
+        key_states: tuple[str, ...] = ()
+        inflight: tuple[int, ...] = ()
         while True:
             now = self.env.now
             s = self.budget.stats()
-            statuses = self.gateway.key_status(now)
+            stale = self.changed | changing
+            if stale or not key_states:
+                for i in stale:
+                    state = states[i] = _state_of(keys[i], now)
+                    if state in ("available", "dead"):
+                        changing.discard(i)
+                    else:
+                        changing.add(i)
+                key_states = tuple(states)
+            if self.changed or not inflight:
+                inflight = tuple(self.per_key)
+            self.changed = set()
             self.samples.append(
                 Sample(
                     time=now,
                     used=s.used,
                     spent=s.spent,
                     open_reserved=s.open_reserved,
-                    inflight=tuple(self.per_key),
-                    key_states=tuple(_key_state(st, now) for st in statuses),
+                    inflight=inflight,
+                    key_states=key_states,
                     rejected=tuple(sorted(self.tally.reasons.items())),
                 )
             )
@@ -433,7 +498,7 @@ class _Run:
         elif trace is not None and is_observed(trace.format, dict(trace.columns)):
             env.process(self.observed_source())
         else:
-            env.process(self.open_source())
+            self.open_source()
         env.process(self.sampler())
         self._budget_step()
         checker = self.checker

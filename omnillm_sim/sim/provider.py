@@ -18,6 +18,14 @@ For a request sent on a key at time ``now`` the provider answers, in this order:
    (``late_cancel_rate``: reply ``completed_then_cancelled`` with the full usage).
 
 Replies are plain data (`ProviderReply`); the engine turns them into gateway outcomes.
+
+Cost: `submit` schedules one SimPy timeout per request and delivers the reply from its
+callback (no process, no generator). Everything a service will do is known when it starts
+(its length, a cancel, an abandon, the deadline), so one timeout carries it. Requests waiting
+for a slot wait in a FIFO per key; their deadlines are admission time + ``request_timeout``,
+so they rise along the queue and one timer per key, armed for the head's deadline, times out
+every request still waiting at its deadline (no per-request timeout that never fires).
+`serve` is the same model as a SimPy process body, for callers that want to ``yield`` it.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import simpy
@@ -34,7 +42,7 @@ from omnillm_sim.pricing import Usage
 from omnillm_sim.sim.scenario import FaultSpec, Scenario
 from omnillm_sim.sim.workloads import Arrival
 
-__all__ = ["Provider", "ProviderReply"]
+__all__ = ["Provider", "ProviderReply", "ReplyFn"]
 
 WINDOW = 60.0
 _new = tuple.__new__
@@ -54,6 +62,10 @@ class ProviderReply(NamedTuple):
     status: int | None = None
     retry_after: str | None = None
     usage: Usage | None = None
+
+
+ReplyFn = Callable[[ProviderReply, Any], None]
+"""Receives each reply of `Provider.submit` with the token the request was submitted with."""
 
 
 class _KeyWindow:
@@ -80,10 +92,13 @@ class Provider:
         scenario: Scenario,
         timeout: float,
         rng: random.Random | None = None,
+        on_reply: ReplyFn | None = None,
     ) -> None:
         """``rng`` draws the odd retry-after headers and stream endings (needed only when
-        the scenario's ``odd_retry_after``, ``abandon_rate`` or ``late_cancel_rate`` > 0)."""
+        the scenario's ``odd_retry_after``, ``abandon_rate`` or ``late_cancel_rate`` > 0);
+        ``on_reply`` receives the replies of `submit`."""
         self._env = env
+        self._on_reply = on_reply
         self._spec = scenario.provider
         self._timeout = timeout
         self._rng = rng if rng is not None else random.Random(0)
@@ -99,6 +114,13 @@ class Provider:
             self._slots = {
                 label: simpy.Resource(env, capacity=self._spec.concurrency) for label in labels
             }
+        # `submit`'s slots: busy count, FIFO of (expiry, deadline, arrival, token), timer armed
+        self._capacity = self._spec.concurrency
+        self._busy = dict.fromkeys(labels, 0) if self._capacity > 0 else {}
+        self._queues: dict[str, deque[tuple[float, float, Arrival, Any]]] = {
+            label: deque() for label in self._busy
+        }
+        self._armed = dict.fromkeys(self._busy, False)
 
     def _fault(self, key: str, arrival: Arrival, now: float) -> FaultSpec | None:
         if not self._faults:
@@ -213,3 +235,122 @@ class Provider:
         finally:
             if slots is not None and request is not None:
                 slots.release(request)
+
+    # -- callbacks: one timeout per request ----------------------------------------------
+
+    def submit(self, key: str, arrival: Arrival, token: Any) -> None:
+        """Send ``arrival`` on key ``key`` now; ``on_reply(reply, token)`` gets the reply when
+        it arrives (the same replies, at the same times, as `serve`)."""
+        env = self._env
+        now = env.now
+        fault = self._fault(key, arrival, now) if self._faults else None
+        if fault is not None:
+            retry = None
+            if fault.status == 429 and fault.retry_after is not None:
+                retry = f"{fault.retry_after:g}"  # 2.0 -> "2", 2.5 -> "2.5"
+            self._later(self._spec.error_latency, "http_error", None, fault.status, retry, None,
+                        None, token)
+            return
+        if self._limited:
+            wait = self._rate_limited(key, arrival, now)
+            if wait is not None:
+                self._later(self._spec.error_latency, "http_error", None, 429,
+                            self._retry_after(wait), None, None, token)
+                return
+        if arrival.failed:
+            self._later(self._spec.error_latency, "http_error", None, 500, None, None, None,
+                        token)
+            return
+        deadline = now + self._timeout
+        if self._capacity > 0:
+            queue = self._queues[key]
+            if queue or self._busy[key] >= self._capacity:
+                # When a SimPy timeout of (deadline - now) created now would fire.
+                queue.append((now + (deadline - now), deadline, arrival, token))
+                self._arm(key)
+                return
+            self._busy[key] += 1
+            self._start(key, arrival, token, deadline)
+        else:
+            self._start(None, arrival, token, deadline)
+
+    def _later(
+        self, delay: float, kind: str, start: float | None, status: int | None,
+        retry: str | None, usage: Usage | None, key: str | None, token: Any,
+    ) -> None:
+        event = self._env.timeout(delay, (kind, start, status, retry, usage, key, token))
+        event.callbacks.append(self._arrived)
+
+    def _start(self, key: str | None, arrival: Arrival, token: Any, deadline: float) -> None:
+        """Service begins now (on a slot of ``key``, or with no slot limit if ``None``)."""
+        start = self._env.now
+        service = self.service_time(arrival)
+        output = min(arrival.output_tokens, arrival.max_output_tokens)
+        cancel_at = arrival.cancel_at
+        if cancel_at is not None:
+            cancel_after = service * cancel_at
+            if start + cancel_after < deadline:
+                partial = None
+                if arrival.stream:  # a stream has delivered (and billed) part of its output
+                    done = math.floor(output * cancel_at)
+                    partial = Usage(input_tokens=arrival.prompt_tokens, output_tokens=done)
+                self._later(cancel_after, "cancelled", start, None, None, partial, key, token)
+                return
+        ending = self._stream_ending(arrival) if self._stream_endings else None
+        if ending is not None and ending < 1.0 and start + service * ending < deadline:
+            self._later(service * ending, "abandoned", start, None, None, None, key, token)
+            return
+        if start + service > deadline:
+            self._later(deadline - start, "timeout", start, None, None, None, key, token)
+            return
+        kind = "ok" if ending is None else "completed_then_cancelled"
+        event = self._env.timeout(
+            service, (kind, start, 200, None, Usage(arrival.prompt_tokens, output), key, token)
+        )
+        event.callbacks.append(self._arrived)
+
+    def _arrived(self, event: simpy.Event) -> None:
+        kind, start, status, retry, usage, key, token = event._value
+        env = self._env
+        on_reply = self._on_reply
+        assert on_reply is not None, "Provider.submit needs on_reply"
+        on_reply(_new(ProviderReply, (kind, start, env.now, status, retry, usage)), token)
+        if key is not None and start is not None:  # a slot frees: the next waiting one starts
+            queue = self._queues[key]
+            if queue:
+                self._expire(key, env.now)
+            if queue:
+                _, deadline, arrival, waiting = queue.popleft()
+                self._start(key, arrival, waiting, deadline)
+            else:
+                self._busy[key] -= 1
+
+    def _arm(self, key: str) -> None:
+        """Arm ``key``'s timer for the deadline of the head of its queue (if not armed)."""
+        queue = self._queues[key]
+        if queue and not self._armed[key]:
+            self._armed[key] = True
+            env = self._env
+            now, expiry = env.now, queue[0][0]
+            delay = max(expiry - now, 0.0)
+            while now + delay < expiry:  # fire at the expiry itself, not an ulp off
+                delay = math.nextafter(delay, math.inf)
+            while delay > 0 and now + delay > expiry:
+                delay = math.nextafter(delay, 0.0)
+            event = env.timeout(delay, key)
+            event.callbacks.append(self._timer)
+
+    def _timer(self, event: simpy.Event) -> None:
+        key = event._value
+        self._armed[key] = False
+        self._expire(key, self._env.now)
+        self._arm(key)
+
+    def _expire(self, key: str, now: float) -> None:
+        """Time out every request of ``key``'s queue whose deadline has come."""
+        queue = self._queues[key]
+        on_reply = self._on_reply
+        assert on_reply is not None, "Provider.submit needs on_reply"
+        while queue and queue[0][0] <= now:
+            token = queue.popleft()[3]
+            on_reply(_new(ProviderReply, ("timeout", None, now, None, None, None)), token)

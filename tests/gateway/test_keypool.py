@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omnillm_sim.errors import ConfigError
-from omnillm_sim.keypool import STRATEGIES, KeyConfig, KeyPool, make_strategy
+from omnillm_sim.keypool import (
+    STRATEGIES,
+    KeyConfig,
+    KeyPool,
+    _View,
+    least_loaded_scan,
+    make_strategy,
+)
 
 
 def pool(
@@ -214,3 +221,87 @@ def test_least_loaded_and_power_of_two_prefer_the_lighter_key() -> None:
 def test_round_robin_rotates() -> None:
     p = pool(3, strategy="round-robin")
     assert [p.select(10, 0.0) for _ in range(4)] == [0, 1, 2, 0]
+
+
+# -- indexed and sampled selection agree with the straightforward one -------------------------
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["acquire", "release", "rpm", "dead", "cool", "wait", "select"]),
+        st.integers(0, 63),
+        st.integers(1, 400),
+        st.sampled_from([0.0, 0.000001, 0.5, 10.0, 59.999999, 60.0, 61.0]),
+    ),
+    max_size=60,
+)
+
+
+@given(n=st.integers(1, 40), rpm=st.integers(1, 4), tpms=st.lists(st.integers(100, 1000),
+       min_size=40, max_size=40), ops=_OPS, safe=st.booleans())
+def test_indexed_least_loaded_picks_what_the_scan_picks(
+    n: int, rpm: int, tpms: list[int], ops: list[tuple[str, int, int, float]], safe: bool
+) -> None:
+    """After any mix of admissions, releases, RPM entries (expiring with time), dead and
+    cooling keys, the heap-indexed strategy picks the key a scan over every key picks."""
+    keys = [KeyConfig(label=f"k{i}", rpm=rpm, tpm=tpms[i]) for i in range(n)]
+    p = KeyPool(keys, strategy="least-loaded", rng=random.Random(0), rate_in_selection=safe)
+    held: list[tuple[int, int]] = []
+    now = 0.0
+    for op, i, tokens, dt in ops:
+        key = p.keys[i % n]
+        if op == "acquire" and key.cap.try_acquire(tokens, now):
+            held.append((i % n, tokens))
+        elif op == "release" and held:
+            k, t = held.pop(i % len(held))
+            p.keys[k].cap.release(t, now)
+        elif op == "rpm":
+            key.rpm.try_acquire(now)
+        elif op == "dead":
+            key.dead = True
+        elif op == "cool":
+            key.cool_down(now, dt)
+        elif op == "wait":
+            now += dt
+        view = _View(p.keys, tokens, now, safe)
+        assert p.select(tokens, now) == least_loaded_scan(view)
+
+
+@given(n=st.integers(17, 60), fitting=st.sets(st.integers(0, 59), max_size=60),
+       seed=st.integers(0, 2**32))
+def test_sampled_power_of_two_picks_the_lighter_of_two_fitting_keys(
+    n: int, fitting: set[int], seed: int
+) -> None:
+    """Over more than SAMPLE_FROM keys, the random draws still give a fitting key, None only
+    when none fits, the only one when one fits, and never one heavier than every other."""
+    p = KeyPool([KeyConfig(label=f"k{i}", tpm=1000) for i in range(n)],
+                strategy="power-of-two", rng=random.Random(seed))
+    for i in range(n):
+        if i not in fitting:
+            p.keys[i].dead = True
+        else:
+            assert p.keys[i].cap.try_acquire(i * 7 % 500, 0.0)
+    ok = sorted(i for i in fitting if i < n)
+    chosen = p.select(10, 0.0)
+    if not ok:
+        assert chosen is None
+    elif len(ok) == 1:
+        assert chosen == ok[0]
+    else:
+        assert chosen in ok
+        loads = sorted(p.keys[i].cap.inflight for i in ok)
+        assert p.keys[chosen].cap.inflight <= loads[-1]
+        assert p.keys[chosen].cap.inflight < loads[-1] or loads[-1] == loads[-2]
+
+
+def test_sampled_power_of_two_draws_every_fitting_pair_alike() -> None:
+    """Rejection sampling over 40 keys, 4 of them fitting: each of the 4 is chosen in about
+    a quarter of 4,000 picks when loads are equal (the first drawn wins a tie, and both
+    positions are uniform). Bound: 5 standard deviations of a binomial(4000, 1/4)."""
+    p = KeyPool([KeyConfig(label=f"k{i}", tpm=1000) for i in range(40)],
+                strategy="power-of-two", rng=random.Random(7))
+    for i in range(40):
+        p.keys[i].dead = i % 10 != 3
+    picks = [p.select(10, 0.0) for _ in range(4000)]
+    sd = (4000 * 0.25 * 0.75) ** 0.5
+    for i in (3, 13, 23, 33):
+        assert abs(picks.count(i) - 1000) < 5 * sd

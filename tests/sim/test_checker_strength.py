@@ -159,7 +159,7 @@ def test_keys_exactly_at_their_limits_pass_after_a_gateway_call() -> None:
     keys.append(_key("c", 0, 3))
     over = InvariantChecker(budget, {"a": (10, 100), "b": (10, 100), "c": (2, 5)}, keys)  # type: ignore[arg-type]
     over.check(1, 0.0)  # not touched: keys are not read
-    over.touched(1)
+    over.touched(2)  # about key c: the checker reads the keys a gateway call touched
     with pytest.raises(InvariantViolation) as info:
         over.check(2, 0.0)
     assert info.value.invariant == "K2" and "key c admitted 3 requests in 60 s (rpm 2)" in str(

@@ -170,13 +170,16 @@ def _key(label: str, inflight: int, rpm_used: int) -> SimpleNamespace:
 
 @pytest.mark.parametrize(("inflight", "rpm_used", "invariant"),
                          [(101, 0, "K1"), (-1, 0, "K1"), (50, 11, "K2")])
-def test_checker_reads_every_key_after_a_gateway_call(inflight: int, rpm_used: int,
-                                                      invariant: str) -> None:
+@pytest.mark.parametrize("about", [1, None])
+def test_checker_reads_the_keys_a_gateway_call_touched(inflight: int, rpm_used: int,
+                                                       invariant: str, about: int | None) -> None:
     budget = BudgetTracker("1.00")
     keys = [_key("a", 10, 1), _key("b", inflight, rpm_used)]
     checker = InvariantChecker(budget, {"a": (10, 100), "b": (10, 100)}, keys)
     checker.check(1, 0.0)  # no gateway call since the last check: keys are not read
-    checker.touched(0)  # a call about key "a" still checks key "b"
+    checker.touched(0)  # a call about key "a" reads key "a" only (only it can have changed)
+    checker.check(2, 0.5)
+    checker.touched(about)  # about key "b", or about no one key (then every key)
     with pytest.raises(InvariantViolation) as info:
-        checker.check(2, 1.0)
+        checker.check(3, 1.0)
     assert info.value.invariant == invariant and "key b" in str(info.value)
