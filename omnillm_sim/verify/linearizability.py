@@ -459,24 +459,46 @@ class _Sweep:
             self.searched += len(local)
             if witness is None:  # put the sweep's own choices back
                 return restore(*saved)
+            # Replay the witness exactly: `unexplained` stays empty meanwhile, so `take` places
+            # no observer early. An observer of the window goes where the witness puts it (the
+            # witness keeps real time); one in flight after the stretch goes at the first step
+            # where it is true and every operation that returned before its call is placed
+            # (placing it as soon as it was true broke real time: a refusal called after an
+            # admission returned went before that admission).
             waiting.clear()
             unexplained.clear()
-            for j in left:
-                unexplained[j] = None
             for j in window:
-                if kinds[j] in _OBSERVERS:
-                    unexplained[j] = None
-                else:
+                if kinds[j] not in _OBSERVERS:
                     waiting[j] = None
+            held = {j: bisect.bisect_left(ret_times, ops[j].call) for j in left}
+            done = m_ri  # every return before this one is placed
+
+            def place_held() -> None:
+                nonlocal done
+                while done < new_ri and placed[rets[done]]:
+                    done += 1
+                for j in [j for j, need in held.items() if need <= done and explained(j)]:
+                    del held[j]
+                    placed[j] = 1
+                    order.append(j)
+
+            place_held()
             for k in witness:
                 j = window[k]
                 if kinds[j] in _OBSERVERS:
-                    if j in unexplained:
-                        del unexplained[j]
-                        placed[j] = 1
-                        order.append(j)
-                elif not take(j) and j not in later:  # pragma: no cover - the search said so
-                    raise AssertionError(f"witness replay failed at {ops[j].describe()}")
+                    placed[j] = 1
+                    order.append(j)
+                elif not take(j):
+                    if j not in later:  # pragma: no cover - the search said so
+                        raise AssertionError(f"witness replay failed at {ops[j].describe()}")
+                    continue
+                if held:
+                    place_held()
+            for j in window:
+                if not placed[j] and j not in later:  # pragma: no cover - the search placed it
+                    raise AssertionError(f"witness left {ops[j].describe()} out")
+            for j in held:
+                unexplained[j] = None
             for j in list(unexplained):
                 if j not in later:  # pragma: no cover - returned: explained by the witness
                     raise AssertionError(f"witness left {ops[j].describe()} unexplained")

@@ -597,3 +597,28 @@ def test_a_flipped_result_among_many_overlapping_calls_is_found_and_explained() 
     assert not result.linearizable
     assert flipped.describe() in result.reason
     assert "would refuse it" in result.reason
+
+
+def test_a_refusal_is_never_placed_before_an_admission_that_returned_before_its_call() -> None:
+    # Found by Hypothesis: the sweep got stuck at the refusal (180..181), re-decided the last
+    # returns with the search, and its replay placed the refusal as soon as some effect made it
+    # true, before rid=17 (170..171) which returned before the refusal was even called.
+    ops = [
+        reserve(rid, 1 if rid == 4 else 0, 10.0 * rid, 10.0 * rid + 1, "admitted")
+        for rid in range(11)
+    ]
+    ops += [
+        settle(rid, 76 if rid == 3 else 0, 110.0 + 10 * rid, 111.0 + 10 * rid, "ok")
+        for rid in range(4)
+    ]
+    ops += [
+        reserve(15, 80, 150.0, 182.0, "admitted"),
+        settle(4, 0, 160.0, 182.0, "ok"),
+        reserve(17, 1, 170.0, 171.0, "admitted"),
+        reserve(None, 1, 180.0, 181.0, "refused"),
+    ]
+    limit = 157
+    fast = check_partition(ops, limit)
+    assert fast.linearizable
+    assert check_partition(ops, limit, method="search").linearizable
+    replay_witness(fast.order, ops, limit)
