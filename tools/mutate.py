@@ -58,12 +58,15 @@ EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
 MODULES: dict[str, list[str]] = {
     "money": ["tests/core/test_money*.py"],
     "budget": ["tests/core/test_budget*.py"],
-    "ratelimit": ["tests/gateway/test_ratelimit*.py"],
-    "breaker": ["tests/gateway/test_breaker*.py"],
-    "keypool": ["tests/gateway/test_keypool*.py"],
+    # test_crate_edges.py pins the faithful policy's time, retry-after and stream edges,
+    # which live in these four modules.
+    "ratelimit": ["tests/gateway/test_ratelimit*.py", "tests/gateway/test_crate_edges.py"],
+    "breaker": ["tests/gateway/test_breaker*.py", "tests/gateway/test_crate_edges.py"],
+    "keypool": ["tests/gateway/test_keypool*.py", "tests/gateway/test_crate_edges.py"],
     "gateway": [
         "tests/gateway/test_gateway*.py",
         "tests/gateway/test_policy_quirks*.py",
+        "tests/gateway/test_crate_edges.py",
     ],
     "ledger": ["tests/core/test_ledger*.py"],
     "pricing": ["tests/core/test_pricing*.py"],

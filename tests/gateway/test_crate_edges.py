@@ -413,3 +413,34 @@ def test_plugin_request_parsing_feeds_the_omnillm_estimator_the_crates_byte_coun
     est = get_estimator("omnillm").estimate(parsed.estimate_request, PRICES)
     # 30 bytes -> 7 prompt tokens + 100 -> 107 tokens x 5 µ$ (gpt-4o, all at the input rate)
     assert (est.prompt_tokens, est.tokens, est.cost) == (7, 107, 535)
+
+
+def test_stream_quirk_counters_add_up_over_a_mixed_faithful_run() -> None:
+    # Each counter is read after a run that moves every one of them by a different amount.
+    from omnillm_sim.gateway import cancelled
+
+    gw = seed_gateway(FAITHFUL, 10_000_000)
+    first = gw.finish(admitted(gw.admit(req(1, stream=True), 0.0)), ok(Usage(100, 100)), 0.5)
+    assert first.charged == 2_000
+    for i, t in ((2, 1.0), (3, 2.0)):  # two dropped streams: 5,620 µ$ each stays reserved
+        gw.finish(admitted(gw.admit(req(i, stream=True), t)), stream_abandoned(), t + 0.5)
+    gw.finish(admitted(gw.admit(req(4), 3.0)), cancelled(), 3.5)
+    late = admitted(gw.admit(req(5, stream=True), 4.0))
+    gw.finish(late, completed_then_cancelled(Usage(100, 100)), 4.5)
+    s = gw.stats()
+    assert (s.leaked, s.leaked_reserved, s.double_settled) == (2, 11_240, 1)
+    assert (s.admitted, s.succeeded, s.cancelled, s.failed, s.in_flight) == (5, 2, 3, 0, 0)
+
+
+def test_an_observed_cost_is_charged_exactly_whatever_the_outcome() -> None:
+    from omnillm_sim.errors import InvalidValueError
+    from omnillm_sim.gateway import Outcome
+
+    for policy in (FAITHFUL, "safe"):
+        gw = make_gateway(policy)
+        s = gw.finish(admitted(gw.admit(req(1), 0.0)), Outcome("http_error", status=500, cost=7),
+                      1.0)
+        assert s.charged == 7 and gw.stats().charged == 7
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidValueError, match=r"^cost\(="):
+            Outcome("ok", Usage(1, 1), cost=bad)  # type: ignore[arg-type]
