@@ -57,7 +57,7 @@ EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
 # module -> the test files that are "its own tests" (globs relative to the repository root).
 MODULES: dict[str, list[str]] = {
     "money": ["tests/core/test_money*.py"],
-    "budget": ["tests/core/test_budget*.py"],
+    "budget": ["tests/core/test_budget*.py", "tests/gateway/test_crate_edges.py"],
     # test_crate_edges.py pins the faithful policy's time, retry-after and stream edges,
     # which live in these four modules.
     "ratelimit": ["tests/gateway/test_ratelimit*.py", "tests/gateway/test_crate_edges.py"],
