@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 from omnillm_sim.errors import InvalidValueError, TraceError
 from omnillm_sim.money import MicroDollar, usd_to_micro
 from omnillm_sim.pricing import PriceTable, Usage
+from omnillm_sim.sim.traces import DEFAULT_MAX_LINE, _Blocks
 
 __all__ = [
     "NOMINAL_SECONDS",
@@ -243,7 +244,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     name = str(path)
     with _open(path) as handle:
         try:
-            for line, text in enumerate(handle, start=1):
+            # The trace readers' line source: a line over the length limit is refused.
+            lines = _Blocks(name, handle, DEFAULT_MAX_LINE).lines()
+            for line, text in enumerate(lines, start=1):
                 if not text.strip():
                     continue
                 try:
@@ -251,6 +254,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 except json.JSONDecodeError as exc:
                     raise TraceError(name, line, "<row>", f"a JSON object ({exc.msg})",
                                      text.rstrip("\r\n")[:200]) from None
+                except RecursionError:
+                    raise TraceError(name, line, "<row>", "a JSON object nested less deeply",
+                                     text[:40] + "...") from None
                 if not isinstance(record, dict):
                     raise TraceError(name, line, "<row>", "a JSON object", record)
                 yield line, record

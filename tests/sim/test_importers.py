@@ -150,3 +150,19 @@ def test_a_report_of_another_kind_is_refused(tmp_path: Path) -> None:
     path.write_text('{"version": 7, "tests": []}', encoding="utf-8")
     with pytest.raises(TraceError, match="version"):
         list(read_observed(path, "pytest-omnillm"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 5_000 + "\n", "nested less deeply"),  # RecursionError in json.loads otherwise
+        ('{"a": "' + "x" * (1 << 21) + '"}\n', "a line of at most"),  # over limits.line_length
+    ],
+    ids=["deep-nesting", "long-line"],
+)
+def test_json_logs_get_the_trace_readers_guards(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "spans.jsonl"
+    path.write_text(text)
+    with pytest.raises(TraceError, match=expected) as info:
+        list(read_observed(path, "otel-genai"))
+    assert info.value.line == 1
