@@ -29,6 +29,7 @@ every byte, unchanged, at the pace it asks for). `Flight` methods must never rai
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib.abc
 import importlib.machinery
@@ -52,7 +53,7 @@ __all__ = [
     "verify",
 ]
 
-_TARGETS = ("httpx", "httpx2")
+_TARGETS = ("httpx", "httpx2", "aiohttp")
 _PATCHED = "__omnillm_patched__"
 _CONNECT_ERRORS = {"ConnectError", "ConnectTimeout", "UnsupportedProtocol", "LocalProtocolError"}
 _OWN_TRANSPORTS = (
@@ -185,10 +186,15 @@ def _stream_classes(module: ModuleType) -> tuple[type[Any], type[Any]]:
 
 
 def _prepare(request: Any) -> tuple[Handler, Endpoint] | None:
+    return _prepare_url(request.method, request.url.path)
+
+
+def _prepare_url(method: str, path: str) -> tuple[Handler, Endpoint] | None:
+    """The handler and endpoint of a request to ``path``, or None (not ours to budget)."""
     handler = _current()
     if handler is None:
         return None
-    endpoint = match_endpoint(request.method, request.url.path)
+    endpoint = match_endpoint(method, path)
     if endpoint is None:
         return None
     return handler, endpoint
@@ -225,8 +231,19 @@ def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) 
 
 
 _streams: dict[str, tuple[type[Any], type[Any]]] = {}
-# Every (module, client class, is_async) we patched: what `verify` checks at each test.
-_patched: list[tuple[ModuleType, type[Any], bool]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class _Patch:
+    """One method we wrapped: what `verify` checks at each test, and how to wrap it again."""
+
+    module: ModuleType
+    cls: type[Any]
+    method: str
+    rewrap: Callable[[Any], None]  # wraps a replacement found in the method's place
+
+
+_patched: list[_Patch] = []
 _METHOD = "_send_single_request"
 
 
@@ -308,6 +325,245 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
     setattr(cls, _METHOD, wrapper)
 
 
+# -- aiohttp ------------------------------------------------------------------------------------
+
+_AIOHTTP_METHOD = "_request"
+# aiohttp errors raised before a request byte is written (connecting, or a URL it cannot use).
+_AIOHTTP_UNSENT = {
+    "ClientConnectorError",
+    "ConnectionTimeoutError",
+    "InvalidURL",
+    "NonHttpUrlClientError",
+}
+_READS = ("read", "readany", "readexactly", "readline", "readuntil", "read_nowait")
+
+
+def _aiohttp_unsent(exc: BaseException) -> bool:
+    return any(cls.__name__ in _AIOHTTP_UNSENT for cls in type(exc).__mro__)
+
+
+class _ObservedContent:
+    """Stands in for a response's ``content`` (a ``StreamReader``), copying what is read.
+
+    Every way to read the body (iteration by line, ``iter_chunked``, ``iter_any``,
+    ``iter_chunks``, ``readline``, ``read``, and ``ClientResponse.read/json/text``, which call
+    ``content.read``) goes through one of `_READS` or `readchunk`, so each byte reaches the
+    flight once, when the application takes it. Anything else goes to the real reader.
+    """
+
+    def __init__(self, inner: Any, flight: Flight, iterators: tuple[Any, Any]) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_flight", flight)
+        object.__setattr__(self, "_iterators", iterators)
+
+    def _took(self, data: bytes) -> None:
+        if data:
+            self._flight.chunk(data)
+        if self._inner.at_eof():
+            self._flight.done()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in _READS:
+            return attr
+        if name == "read_nowait":
+
+            def read_nowait(*args: Any, **kwargs: Any) -> bytes:
+                data: bytes = attr(*args, **kwargs)
+                self._took(data)
+                return data
+
+            return read_nowait
+
+        async def read(*args: Any, **kwargs: Any) -> bytes:
+            try:
+                data: bytes = await attr(*args, **kwargs)
+            except BaseException:
+                self._flight.done()  # the body broke off: settle from what was read
+                raise
+            self._took(data)
+            return data
+
+        return read
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        try:
+            data, end = await self._inner.readchunk()
+        except BaseException:
+            self._flight.done()
+            raise
+        self._took(data)
+        return data, end
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)
+
+    def __aiter__(self) -> Any:
+        return self._iterators[0](self.readline)
+
+    def iter_chunked(self, n: int) -> Any:
+        return self._iterators[0](lambda: self.read(n))
+
+    def iter_any(self) -> Any:
+        return self._iterators[0](self.readany)
+
+    def iter_chunks(self) -> Any:
+        return self._iterators[1](self)
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+
+def _aiohttp_body(session: Any, kwargs: dict[str, Any]) -> bytes:
+    """The request body as aiohttp will send it, if it can be read without consuming it.
+
+    An async iterable body is read here and passed on as bytes (httpx, too, reads a streamed
+    body into memory before sending it). Any other payload (a file, a form) gives ``b""``:
+    the request is then unreadable for the budget.
+    """
+    body_json = kwargs.get("json")
+    if body_json is not None:
+        dumps_bytes = getattr(session, "_json_serialize_bytes", None)
+        if dumps_bytes is not None:
+            return bytes(dumps_bytes(body_json))
+        return str(session._json_serialize(body_json)).encode("utf-8")
+    data = kwargs.get("data")
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    value = getattr(data, "_value", None)  # aiohttp's BytesPayload and its subclasses
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return b""
+
+
+def _aiohttp_header(session: Any, kwargs: dict[str, Any], name: str) -> str:
+    try:
+        headers = session._prepare_headers(kwargs.get("headers"))
+        return str(headers.get(name, ""))
+    except Exception:
+        return ""
+
+
+def _observe_aiohttp(
+    response: Any, flight: Flight, kwargs: dict[str, Any], session: Any, module: ModuleType
+) -> None:
+    status = response.status
+    if 300 <= status < 400:
+        flight.redirected(status)
+        return
+    live = getattr(response, "_protocol", None) is not None
+    if not live:  # built by a mock (aioresponses): never read from a connection
+        flight.replayed()
+    headers = response.headers
+    decompress = kwargs.get("auto_decompress")
+    if decompress is None:
+        decompress = getattr(session, "_auto_decompress", True)
+    # aiohttp hands the application decoded bytes when it decompresses a live response.
+    encoding = "" if live and decompress else headers.get("Content-Encoding", "")
+    if not flight.response(status, headers.get("Content-Type", ""), encoding):
+        flight.done()
+        return
+    body = getattr(response, "_body", None)
+    if body is not None:  # built already read
+        flight.chunk(bytes(body))
+        flight.done()
+        return
+    streams = module.streams
+    iterators = (streams.AsyncStreamIterator, streams.ChunkTupleAsyncStreamIterator)
+    response.content = _ObservedContent(response.content, flight, iterators)
+    for name in ("release", "close"):  # the application is done with the body
+        method = getattr(response, name, None)
+        if method is None:
+            continue
+
+        def ended(*args: Any, _method: Any = method, **kw: Any) -> Any:
+            try:
+                return _method(*args, **kw)
+            finally:
+                flight.done()
+
+        # A response class with slots keeps its methods: the test's teardown settles then.
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(response, name, ended)
+
+
+def _wrap_aiohttp(module: ModuleType, cls: type[Any], original: Any) -> None:
+    """Put our wrapper around ``original`` as ``ClientSession._request``.
+
+    ``_request`` runs once per call of the application, whatever method it used (``get``,
+    ``post``, ``request``, ``ws_connect`` aside): the redirects it follows are inside it, so a
+    redirected request is reserved and charged once.
+    """
+
+    async def request(self: Any, method: str, str_or_url: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if _sending.get() is not None or _current() is None or self.closed:
+            # An outer wrapper of ours (an httpx client on an aiohttp transport, or our wrapper
+            # around a mock) handles this request; or nothing would be sent.
+            return await original(self, method, str_or_url, *args, **kwargs)
+        try:
+            url = self._build_url(str_or_url)
+            if kwargs.get("params"):
+                url = url.update_query(kwargs["params"])
+        except Exception:  # aiohttp raises its own error for this URL
+            return await original(self, method, str_or_url, *args, **kwargs)
+        prepared = _prepare_url(str(method).upper(), url.path)
+        if prepared is None:
+            return await original(self, method, str_or_url, *args, **kwargs)
+        handler, endpoint = prepared
+        data = kwargs.get("data")
+        if kwargs.get("json") is None and data is not None and hasattr(data, "__aiter__"):
+            kwargs["data"] = b"".join([bytes(chunk) async for chunk in data])
+        info = RequestInfo(
+            endpoint, str(method).upper(), str(url), _aiohttp_body(self, kwargs), "aiohttp",
+            _aiohttp_header(self, kwargs, "Content-Encoding"),
+        )
+        flight = handler.start(info)  # raises to refuse: nothing is sent
+        token = _sending.set(info)
+        try:
+            response = await original(self, method, str_or_url, *args, **kwargs)
+        except BaseException as exc:
+            if flight is not None:
+                flight.failed(exc, sent=not _aiohttp_unsent(exc))
+            raise
+        finally:
+            _sending.reset(token)
+        if flight is not None:
+            _observe_aiohttp(response, flight, kwargs, self, module)
+        return response
+
+    setattr(request, _PATCHED, True)
+    request.__dict__["__wrapped__"] = original
+    request.__doc__ = getattr(original, "__doc__", None)
+    setattr(cls, _AIOHTTP_METHOD, request)
+
+
+def _patch_aiohttp(module: ModuleType) -> None:
+    cls = getattr(module, "ClientSession", None)
+    if not isinstance(cls, type) or not hasattr(module, "streams"):
+        return
+    original = cls.__dict__.get(_AIOHTTP_METHOD)
+    if original is None:
+        import warnings
+
+        warnings.warn(
+            f"pytest-omnillm cannot intercept aiohttp {getattr(module, '__version__', '?')}: "
+            f"no ClientSession.{_AIOHTTP_METHOD}",
+            stacklevel=2,
+        )
+        return
+    if not getattr(original, _PATCHED, False):
+        _wrap_aiohttp(module, cls, original)
+    if not any(p.cls is cls for p in _patched):
+
+        def rewrap(current: Any) -> None:
+            _wrap_aiohttp(module, cls, current)
+
+        _patched.append(_Patch(module, cls, _AIOHTTP_METHOD, rewrap))
+
+
 def _classes(module: ModuleType) -> list[tuple[type[Any], bool]]:
     found = []
     for name, is_async in (("Client", False), ("AsyncClient", True)):
@@ -318,6 +574,9 @@ def _classes(module: ModuleType) -> list[tuple[type[Any], bool]]:
 
 
 def _patch_module(module: ModuleType) -> None:
+    if module.__name__ == "aiohttp":
+        _patch_aiohttp(module)
+        return
     classes = _classes(module)
     if len(classes) != 2:
         return
@@ -336,12 +595,19 @@ def _patch_module(module: ModuleType) -> None:
         original = cls.__dict__[_METHOD]
         if not getattr(original, _PATCHED, False):
             _wrap(module, cls, original, is_async=is_async)
-        if not any(c is cls for _, c, _ in _patched):
-            _patched.append((module, cls, is_async))
+        if not any(p.cls is cls for p in _patched):
+
+            def rewrap(current: Any, cls: type[Any] = cls, is_async: bool = is_async) -> None:
+                _wrap(module, cls, current, is_async=is_async)
+
+            _patched.append(_Patch(module, cls, _METHOD, rewrap))
 
 
 def verify() -> list[str]:
-    """Check that our wrapper is still ``_send_single_request`` of every patched client class.
+    """Check that our wrapper is still on the call path of every patched client class.
+
+    The methods checked are ``_send_single_request`` of httpx's and httpx2's clients and
+    ``ClientSession._request`` of aiohttp.
 
     Another library may have put its own method there after us (and may call the original it
     saved, which may not be ours): the replacement is wrapped in turn, so every request still
@@ -349,23 +615,23 @@ def verify() -> list[str]:
     Returns one line per class wrapped again.
 
     Raises:
-        RuntimeError: a client class has no ``_send_single_request`` any more (the plugin
-            could not see its requests).
+        RuntimeError: a client class lost the method we wrapped (the plugin could not see
+            its requests).
     """
     notes: list[str] = []
-    for module, cls, is_async in _patched:
-        current = cls.__dict__.get(_METHOD)
+    for patch in _patched:
+        current = patch.cls.__dict__.get(patch.method)
         if getattr(current, _PATCHED, False):
             continue
-        name = module.__name__
+        where = f"{patch.module.__name__}.{patch.cls.__name__}.{patch.method}"
         if current is None or not callable(current):
             raise RuntimeError(
-                f"pytest-omnillm: {name}.{cls.__name__}.{_METHOD} was removed by another "
+                f"pytest-omnillm: {where} was removed by another "
                 "library: LLM requests cannot be budgeted; refusing to run unbudgeted"
             )
         who = getattr(current, "__module__", None) or type(current).__module__
-        _wrap(module, cls, current, is_async=is_async)
-        notes.append(f"{name}.{cls.__name__}.{_METHOD} was replaced by {who}: wrapped again")
+        patch.rewrap(current)
+        notes.append(f"{where} was replaced by {who}: wrapped again")
     return notes
 
 
@@ -387,7 +653,7 @@ class _PatchingLoader(importlib.abc.Loader):
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Wraps the loader of ``httpx`` / ``httpx2`` so they are patched as they are imported."""
+    """Wraps the loader of ``httpx``, ``httpx2`` and ``aiohttp`` to patch them once imported."""
 
     _local = threading.local()
 
@@ -421,7 +687,7 @@ _installed = False
 
 
 def install() -> None:
-    """Patch ``httpx``/``httpx2`` now if imported, else when they are (idempotent)."""
+    """Patch ``httpx``/``httpx2``/``aiohttp`` now if imported, else when they are (idempotent)."""
     global _installed
     with _lock:
         if _installed:
