@@ -10,12 +10,13 @@ MUTATE_JOBS ?= 2
 
 # Older SDKs and HTTP mocking libraries (issue 10): openai 2.x and anthropic 0.x on httpx,
 # vcrpy 7 (patches Client._send_single_request), respx, pytest-httpx. `make test` covers the
-# latest ones (openai 3, anthropic 2 on httpx2, vcrpy 9).
+# latest ones (openai 3, anthropic 2 on httpx2, vcrpy 9). aiohttp < 3.14 for aioresponses (which
+# cannot build a response on aiohttp 3.14), httpx-aiohttp for openai 2's DefaultAioHttpClient.
 COMPAT       := .venv-compat-legacy
 COMPAT_PINS  := "openai>=2,<3" "anthropic<1" "vcrpy>=7,<8" httpx httpx2 respx pytest-httpx \
-                pytest pytest-xdist
+                pytest pytest-xdist "aiohttp<3.14" aioresponses httpx-aiohttp
 COMPAT_TESTS := tests/plugin/test_plugin_sdks.py tests/plugin/test_plugin_plumbing.py \
-                tests/plugin/test_plugin_runs.py
+                tests/plugin/test_plugin_runs.py tests/plugin/test_plugin_aiohttp.py
 
 .PHONY: all demo test test-compat soak lint bench mutate clean
 

@@ -1,4 +1,4 @@
-"""See every HTTP request `httpx` and `httpx2` clients send, sync and async, before it leaves.
+"""See every HTTP request `httpx`, `httpx2` and `aiohttp` clients send, before it leaves.
 
 The OpenAI (>= 3) and Anthropic (>= 1) SDKs send through `httpx2`; older SDKs and many apps use
 `httpx`. Both libraries funnel each attempt (every retry, every redirect hop) through
@@ -20,6 +20,18 @@ A response that came from no network connection (``network_stream`` is missing f
 ``extensions``, and the client's transport is one of the library's own, so a mock patched into
 it or a cassette replayed it) is reported to the flight as replayed. Custom transports count as
 live: they may reach the network without saying so.
+
+aiohttp has no transport seam: every call of an ``aiohttp.ClientSession`` goes through
+``ClientSession._request``, which also follows the redirects (so a redirected request is one
+flight, charged once). We wrap it the same way, when ``aiohttp`` is imported. The request body
+is read from the ``json``/``data`` arguments as aiohttp will send it (an async iterable body is
+read first and passed on as bytes). The response's ``content`` reader is replaced by a proxy
+that copies each byte to the flight as the application takes it, whichever read method it uses,
+and its ``release``/``close`` end the flight. A response that was never read from a connection
+(``_protocol`` unset: aioresponses, or any mock in place of ``_request``) is replayed. An
+aiohttp request made while an outer wrapper of ours is sending (an httpx client on an aiohttp
+transport) is left to that wrapper. ``aioresponses().start()`` runs `verify` so a mock started
+inside a test body is wrapped too.
 
 For a recognised LLM endpoint the handler's `Handler.start` may raise (the request is refused:
 nothing is sent) or return a `Flight`; the response's status is then reported to the flight
@@ -53,7 +65,7 @@ __all__ = [
     "verify",
 ]
 
-_TARGETS = ("httpx", "httpx2", "aiohttp")
+_TARGETS = ("httpx", "httpx2", "aiohttp", "aioresponses")
 _PATCHED = "__omnillm_patched__"
 _CONNECT_ERRORS = {"ConnectError", "ConnectTimeout", "UnsupportedProtocol", "LocalProtocolError"}
 _OWN_TRANSPORTS = (
@@ -573,9 +585,35 @@ def _classes(module: ModuleType) -> list[tuple[type[Any], bool]]:
     return found
 
 
+def _patch_aioresponses(module: ModuleType) -> None:
+    """Make ``aioresponses().start()`` (its ``with`` block, its decorator) keep us on the path.
+
+    It puts its mock in place of ``ClientSession._request`` inside the test body, after the
+    plugin's `verify` of that test ran: we wrap its mock at once, so its replies are seen (and
+    recorded as replayed) and a passthrough request is counted once.
+    """
+    cls = getattr(module, "aioresponses", None)
+    original = getattr(cls, "start", None)
+    if cls is None or original is None or getattr(original, _PATCHED, False):
+        return
+
+    def start(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        with contextlib.suppress(RuntimeError):  # a removed method: the next verify says so
+            verify()
+        return result
+
+    setattr(start, _PATCHED, True)
+    start.__wrapped__ = original  # type: ignore[attr-defined]
+    cls.start = start
+
+
 def _patch_module(module: ModuleType) -> None:
     if module.__name__ == "aiohttp":
         _patch_aiohttp(module)
+        return
+    if module.__name__ == "aioresponses":
+        _patch_aioresponses(module)
         return
     classes = _classes(module)
     if len(classes) != 2:
@@ -653,7 +691,7 @@ class _PatchingLoader(importlib.abc.Loader):
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Wraps the loader of ``httpx``, ``httpx2`` and ``aiohttp`` to patch them once imported."""
+    """Wraps the loader of each module in `_TARGETS` to patch it once it is imported."""
 
     _local = threading.local()
 
@@ -687,7 +725,7 @@ _installed = False
 
 
 def install() -> None:
-    """Patch ``httpx``/``httpx2``/``aiohttp`` now if imported, else when they are (idempotent)."""
+    """Patch the `_TARGETS` modules now if imported, else when they are (idempotent)."""
     global _installed
     with _lock:
         if _installed:

@@ -42,3 +42,19 @@ def test_an_unknown_attribute_is_still_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         pytest_omnillm.nope  # noqa: B018
+
+
+AIOHTTP_PROBE = """
+import json, sys
+import pytest_omnillm.plugin
+before = "aiohttp" in sys.modules
+import aiohttp
+patched = getattr(aiohttp.ClientSession.__dict__["_request"], "__omnillm_patched__", False)
+print(json.dumps({"before": before, "patched": patched}))
+"""
+
+
+def test_aiohttp_is_not_imported_by_the_plugin_but_patched_when_it_is() -> None:
+    out = subprocess.run([sys.executable, "-c", AIOHTTP_PROBE], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == {"before": False, "patched": True}

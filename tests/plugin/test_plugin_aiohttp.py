@@ -351,8 +351,8 @@ def test_a_mock_in_place_of_request_is_replayed(
 def test_aioresponses_mocks_are_replayed_and_free(harness: Harness, llm: FakeLLM) -> None:
     aioresponses = pytest.importorskip("aioresponses", reason="make test-compat runs it")
     url = "http://llm.invalid/v1/chat/completions"
+    # Started inside the test body, after the plugin's verify(): its start() wraps it again.
     with aioresponses.aioresponses() as mocked:
-        intercept.verify()  # what the plugin does at each test's setup and call
         mocked.post(url, payload=COMPLETION, repeat=True)
         for _ in range(2):
             assert json.loads(run(post(url, CHAT, by_json))) == COMPLETION
@@ -362,16 +362,15 @@ def test_aioresponses_mocks_are_replayed_and_free(harness: Harness, llm: FakeLLM
     ] * 2
     harness.session.count_replays = True
     with aioresponses.aioresponses() as mocked:
-        intercept.verify()
         mocked.post(url, payload=COMPLETION)
         run(post(url, CHAT, by_json))
     assert (harness.records[-1].replayed, harness.records[-1].charged) == (True, 20)
+    assert intercept.verify() == []  # stop() put our wrapper back
 
 
 def test_aioresponses_passthrough_is_live_and_counted_once(harness: Harness, llm: FakeLLM) -> None:
     aioresponses = pytest.importorskip("aioresponses", reason="make test-compat runs it")
     with aioresponses.aioresponses(passthrough=[llm.url]):
-        intercept.verify()
         run(post(llm.url + "/v1/chat/completions", CHAT, by_json))
     assert [(r.replayed, r.status, r.charged) for r in harness.records] == [(False, "ok", 20)]
 
@@ -423,3 +422,106 @@ def test_openai_default_aiohttp_client_is_counted_once(
     assert len(llm.received) == 1
     (record,) = harness.records  # seen by httpx2's wrapper; aiohttp's below it stays out
     assert (record.status, record.charged, record.stream) == ("ok", 20, stream)
+
+
+# -- through the plugin (pytester) --------------------------------------------------------------
+
+INNER_CONFTEST = """
+import asyncio, json
+from unittest.mock import Mock
+
+import aiohttp, pytest
+
+URL = {url!r}
+CHAT = {chat!r}
+
+
+@pytest.fixture
+def call():
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.post(URL + "/v1/chat/completions", json=CHAT) as resp:
+                return (await resp.json())["choices"][0]["message"]["content"]
+
+    return lambda: asyncio.run(go())
+
+
+class Canned:
+    status = 200
+    headers = {{"Content-Type": "application/json"}}
+
+    def __init__(self):
+        self.content = aiohttp.StreamReader(Mock(), 2**16, loop=asyncio.get_running_loop())
+        self.content.feed_data(json.dumps({{"usage": {{"prompt_tokens": 10,
+                                                     "completion_tokens": 5}}}}).encode())
+        self.content.feed_eof()
+
+    async def json(self):
+        return json.loads(await self.content.read())
+
+
+@pytest.fixture
+def mocked(monkeypatch):
+    async def answer(self, method, url, **kwargs):
+        return Canned()
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", answer)
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, llm: FakeLLM, prices_file: Any) -> pytest.Pytester:
+    pytester.makeconftest(INNER_CONFTEST.format(url=llm.url, chat=CHAT))
+    pytester.makeini(f"[pytest]\nllm_prices = {prices_file}\n")
+    return pytester
+
+
+def test_the_plugin_budgets_aiohttp_calls(inner: pytest.Pytester, llm: FakeLLM) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        def test_two(call):
+            assert call() == "hi"
+            call()
+        """
+    )
+    # E + 20 µ$ (in USD) admits the first call (E reserved, 20 charged) and refuses the second.
+    limit = (estimate_of(CHAT) + 19) / 1_000_000
+    result = inner.runpytest(f"--llm-budget={limit:.6f}")
+    result.assert_outcomes(failed=1)
+    assert len(llm.received) == 1
+    result.stdout.fnmatch_lines(
+        ["*LLMBudgetExceeded: LLM test budget exceeded in *test_two: request to test-model*"]
+    )
+
+
+def test_the_plugin_reports_a_mocked_aiohttp_call_as_replayed(
+    inner: pytest.Pytester, llm: FakeLLM
+) -> None:
+    inner.makepyfile(
+        """
+        import aiohttp, asyncio
+
+        def test_mocked(mocked):
+            async def go():
+                async with aiohttp.ClientSession() as session:
+                    resp = await session.post("http://llm.invalid/v1/chat/completions",
+                                              json={"model": "test-model", "messages": [],
+                                                    "max_tokens": 20})
+                    return await resp.json()
+
+            assert asyncio.run(go())["usage"]["completion_tokens"] == 5
+        """
+    )
+    result = inner.runpytest("--llm-budget=1")
+    result.assert_outcomes(passed=1)
+    assert llm.received == []
+    result.stdout.fnmatch_lines(
+        [
+            "session: $0.000000 spent in 1 LLM request(s)*",
+            "replayed from mocks/cassettes: $0.000020 if live, 1 request(s), not charged*",
+        ]
+    )
+    counted = inner.runpytest("--llm-budget=1", "--llm-budget-replays")
+    counted.stdout.fnmatch_lines(["session: $0.000020 spent in 1 LLM request(s)*"])
