@@ -354,6 +354,18 @@ def _aiohttp_unsent(exc: BaseException) -> bool:
     return any(cls.__name__ in _AIOHTTP_UNSENT for cls in type(exc).__mro__)
 
 
+def _raised_status(exc: BaseException) -> int | None:
+    """The error status of a response that ``raise_for_status`` turned into an exception.
+
+    A ``ClientResponseError`` raised while parsing a response (a bad status line) has the
+    parser's error as its cause: nothing says the provider did not bill it, so it is None.
+    """
+    status = getattr(exc, "status", None)
+    if type(exc).__name__ != "ClientResponseError" or exc.__cause__ is not None:
+        return None
+    return status if isinstance(status, int) and status >= 400 else None
+
+
 class _ObservedContent:
     """Stands in for a response's ``content`` (a ``StreamReader``), copying what is read.
 
@@ -390,8 +402,11 @@ class _ObservedContent:
         async def read(*args: Any, **kwargs: Any) -> bytes:
             try:
                 data: bytes = await attr(*args, **kwargs)
-            except BaseException:
-                self._flight.done()  # the body broke off: settle from what was read
+            except BaseException as exc:
+                partial = getattr(exc, "partial", None)  # readexactly's IncompleteReadError
+                if isinstance(partial, bytes) and partial:
+                    self._flight.chunk(partial)
+                self._flight.done()  # the body ended or broke off: settle from what was read
                 raise
             self._took(data)
             return data
@@ -537,7 +552,12 @@ def _wrap_aiohttp(module: ModuleType, cls: type[Any], original: Any) -> None:
         try:
             response = await original(self, method, str_or_url, *args, **kwargs)
         except BaseException as exc:
-            if flight is not None:
+            if flight is None:
+                pass
+            elif (status := _raised_status(exc)) is not None:
+                flight.response(status, "", "")  # an error status: released, not billed
+                flight.done()
+            else:
                 flight.failed(exc, sent=not _aiohttp_unsent(exc))
             raise
         finally:

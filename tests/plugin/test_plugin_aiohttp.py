@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ import openai
 import pytest
 from fakellm import FakeLLM, Reply
 from harness import Harness
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_omnillm import LLMBudgetExceeded, intercept
 
@@ -525,3 +528,85 @@ def test_the_plugin_reports_a_mocked_aiohttp_call_as_replayed(
     )
     counted = inner.runpytest("--llm-budget=1", "--llm-budget-replays")
     counted.stdout.fnmatch_lines(["session: $0.000020 spent in 1 LLM request(s)*"])
+
+
+def test_raise_for_status_releases_an_error_status(harness: Harness, llm: FakeLLM) -> None:
+    llm.script = [Reply(status=500)]
+
+    async def go() -> None:
+        async with aiohttp.ClientSession(raise_for_status=True) as session:
+            await session.post(llm.url + "/v1/chat/completions", json=CHAT)
+
+    with pytest.raises(aiohttp.ClientResponseError):
+        run(go())
+    assert [(r.status, r.http_status, r.charged) for r in harness.records] == [
+        ("http-error", 500, 0)
+    ]
+
+
+def test_an_async_iterable_body_is_read_and_sent_unchanged(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    raw = json.dumps(CHAT).encode()
+
+    async def pieces() -> Any:
+        for i in range(0, len(raw), 10):
+            yield raw[i : i + 10]
+
+    async def go() -> Any:
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(llm.url + "/v1/chat/completions", data=pieces())
+            return await resp.json()
+
+    assert run(go())["usage"]["completion_tokens"] == 5
+    assert llm.received[0].raw == raw
+    assert [(r.status, r.charged, r.estimate) for r in harness.records] == [
+        ("ok", 20, estimate_of(CHAT))
+    ]
+
+
+def test_concurrent_streams_settle_each_to_its_own_bill(harness: Harness, llm: FakeLLM) -> None:
+    async def go() -> list[str]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(body: dict[str, Any]) -> str:
+                async with session.post(llm.url + "/v1/chat/completions", json=body) as resp:
+                    return await by_chunks(resp)
+
+            return await asyncio.gather(*(one(CHAT_SSE) for _ in range(4)))
+
+    assert all("[DONE]" in text for text in run(go()))
+    assert [(r.status, r.charged) for r in harness.records] == [("ok", 20)] * 4
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    size=st.integers(1, 300), reader=st.sampled_from(["iter_chunked", "read(n)", "readexactly"])
+)
+def test_any_read_size_gives_the_app_identical_bytes_and_settles(
+    harness: Harness, llm: FakeLLM, size: int, reader: str
+) -> None:
+    llm.reset()
+    harness.begin()
+
+    async def read(resp: Any) -> bytes:
+        out = b""
+        if reader == "iter_chunked":
+            async for piece in resp.content.iter_chunked(size):
+                out += piece
+            return out
+        while not resp.content.at_eof():
+            try:
+                if reader == "read(n)":
+                    out += await resp.content.read(size)
+                else:
+                    out += await resp.content.readexactly(size)
+            except asyncio.IncompleteReadError as exc:
+                out += exc.partial
+        return out
+
+    got = run(post(llm.url + "/v1/chat/completions", CHAT_SSE, read))
+    assert [hashlib.sha256(got).hexdigest()] == llm.sent_digests
+    assert [(r.status, r.charged) for r in harness.records] == [("ok", 20)]
