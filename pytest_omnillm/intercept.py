@@ -425,6 +425,10 @@ class _ObservedContent:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._inner, name, value)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # isinstance(content, StreamReader) stays true
+        return type(self._inner)
+
     def __aiter__(self) -> Any:
         return self._iterators[0](self.readline)
 

@@ -65,6 +65,7 @@ async def by_read(resp: Any) -> str:
 
 
 async def by_lines(resp: Any) -> str:
+    assert isinstance(resp.content, aiohttp.StreamReader)
     return b"".join([line async for line in resp.content]).decode()
 
 
