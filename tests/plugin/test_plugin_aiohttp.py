@@ -611,3 +611,17 @@ def test_any_read_size_gives_the_app_identical_bytes_and_settles(
     got = run(post(llm.url + "/v1/chat/completions", CHAT_SSE, read))
     assert [hashlib.sha256(got).hexdigest()] == llm.sent_digests
     assert [(r.status, r.charged) for r in harness.records] == [("ok", 20)]
+
+
+def test_module_level_request_and_secrets_in_the_url(harness: Harness, llm: FakeLLM) -> None:
+    host = llm.url.removeprefix("http://")
+    url = f"http://user:pw-planted-1@{host}/v1/chat/completions?key=planted-2"
+
+    async def go() -> Any:
+        async with aiohttp.request("POST", url, json=CHAT) as resp:
+            return await resp.json()
+
+    assert run(go())["usage"]["completion_tokens"] == 5
+    (record,) = harness.records
+    assert (record.status, record.charged) == ("ok", 20)
+    assert "planted" not in json.dumps(record.as_dict())
