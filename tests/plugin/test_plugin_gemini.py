@@ -1,0 +1,396 @@
+"""Gemini: the real google-genai SDK (sync and async, on httpx2) against the fake server.
+
+URL shapes: Developer API ``/v1beta/models/M:generateContent`` (the SDK's), ``/v1/models/...``
+and Vertex AI ``/v1/projects/P/locations/L/publishers/google/models/M:...``. The model comes
+from the URL. Prices as in tests/plugin/conftest.py: test-model costs 1 µ$ per input token,
+2 µ$ per output token and 0.1 µ$ per cached token. The fake server bills 10 input and 5 output
+tokens by default: 10 + 10 = 20 µ$. Estimates follow the documented rule: (body bytes + 8 x
+messages + 16) input tokens plus (maxOutputTokens + thinkingBudget) x candidateCount output
+tokens, at the highest rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+import httpx2
+import pytest
+from fakellm import DROP, FakeLLM, Reply
+from genai_prices import calc_price, extract_usage
+from google import genai
+from google.genai import types
+from harness import Harness
+
+from omnillm_sim.pricing import current_table
+from pytest_omnillm import LLMBudgetExceeded, LLMUnknownModel
+from pytest_omnillm.adapters import match_endpoint, usage_from_gemini
+
+_clients: list[genai.Client] = []
+
+
+def client(llm: FakeLLM, **kw: Any) -> genai.Client:
+    options = types.HttpOptions(base_url=llm.url, retry_options=types.HttpRetryOptions(attempts=1))
+    made = genai.Client(api_key="k", http_options=options, **kw)
+    _clients.append(made)  # a collected Client closes its HTTP client under its .models
+    del _clients[:-4]
+    return made
+
+
+def config(max_output: int | None = 20, **kw: Any) -> types.GenerateContentConfig:
+    return types.GenerateContentConfig(max_output_tokens=max_output, **kw)
+
+
+def estimate_of(raw: bytes, messages: int, output: int) -> int:
+    """The documented upper bound for test-model: 1 µ$ per input token, 2 per output token."""
+    return (len(raw) + 8 * messages + 16) * 1 + output * 2
+
+
+# -- URL shapes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "model"),
+    [
+        ("/v1beta/models/gemini-2.5-pro:generateContent", "gemini/generate", "gemini-2.5-pro"),
+        ("/v1/models/gemini-2.5-flash:streamGenerateContent", "gemini/stream_generate", None),
+        ("/v1beta/models/gemini-2.5-flash:countTokens", "gemini/count_tokens", None),
+        (
+            "/v1/projects/p1/locations/us-central1/publishers/google/models/"
+            "gemini-2.0-flash-001:generateContent",
+            "gemini/generate",
+            "gemini-2.0-flash-001",
+        ),
+        ("/gateway/v1beta/models/m:generateContent/", "gemini/generate", "m"),
+        ("/v1beta/models/gemini-2.5-pro:embedContent", None, None),
+        ("/v1beta/models/gemini-2.5-pro", None, None),
+        ("/v1beta/cachedContents", None, None),
+    ],
+)
+def test_gemini_url_shapes(path: str, name: str | None, model: str | None) -> None:
+    found = match_endpoint("POST", path)
+    assert (found.name if found else None) == name
+    if found is not None and model is not None:
+        assert found.model == model
+    assert match_endpoint("GET", path) is None
+
+
+# -- settlement through the real SDK ---------------------------------------------------------
+
+
+def test_generate_content_is_estimated_and_settled(harness: Harness, llm: FakeLLM) -> None:
+    r = client(llm).models.generate_content(model="test-model", contents="hi", config=config())
+    assert r.text == "hi"
+    (received,) = llm.received
+    assert received.path.endswith("/models/test-model:generateContent")  # /v1 or /v1beta
+    (record,) = harness.records
+    assert (record.endpoint, record.model, record.status) == ("gemini/generate", "test-model", "ok")
+    assert record.estimate == estimate_of(received.raw, 1, 20) and record.bounded
+    assert record.actual == record.charged == 10 * 1 + 5 * 2
+    assert record.response_model == "test-model"
+    assert harness.end() == []
+
+
+def test_generate_content_stream_settles_from_the_last_chunk(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    llm.default = Reply(input=30, output=7)
+    models = client(llm).models
+    stream = models.generate_content_stream(model="test-model", contents="hi", config=config())
+    chunks = list(stream)
+    assert "".join(c.text or "" for c in chunks) == "hi"
+    assert llm.received[0].path.endswith("/models/test-model:streamGenerateContent")
+    (record,) = harness.records
+    assert (record.endpoint, record.stream, record.status) == ("gemini/stream_generate", True, "ok")
+    # the first chunk's usage (prompt only) is not the final one: 30 + 7 x 2
+    assert record.actual == 44
+
+
+def test_the_async_client_runs_on_httpx2_and_is_settled(harness: Harness, llm: FakeLLM) -> None:
+    # Without aiohttp installed, google-genai's async client sends through httpx2.AsyncClient.
+    async def go() -> None:
+        aio = client(llm).aio
+        r = await aio.models.generate_content(model="test-model", contents="hi", config=config())
+        assert r.text == "hi"
+        stream = await aio.models.generate_content_stream(
+            model="test-model", contents="hi", config=config()
+        )
+        assert [c async for c in stream]
+        counted = await aio.models.count_tokens(model="test-model", contents="hi")
+        assert counted.total_tokens == 10
+
+    asyncio.run(go())
+    statuses = [(r.endpoint, r.status, r.charged) for r in harness.records]
+    assert statuses == [
+        ("gemini/generate", "ok", 20),
+        ("gemini/stream_generate", "ok", 20),
+        ("gemini/count_tokens", "free", 0),
+    ]
+
+
+def test_count_tokens_is_free_never_reserved_nor_refused(harness: Harness, llm: FakeLLM) -> None:
+    harness.begin(limit_usd="0.000001")  # 1 µ$: any priced call would be refused
+    counted = client(llm).models.count_tokens(model="no-such-model", contents="hi" * 1000)
+    assert counted.total_tokens == 10 and len(llm.received) == 1
+    (record,) = harness.records
+    assert (record.status, record.charged, record.estimate) == ("free", 0, None)
+    assert record.model == "no-such-model"
+    assert harness.test is not None and harness.test.tracker.stats().admitted == 0
+    assert harness.end() == []
+
+
+def test_output_bound_counts_candidates_and_the_thinking_budget(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    cfg = config(
+        20,
+        candidate_count=2,
+        thinking_config=types.ThinkingConfig(thinking_budget=100),
+        system_instruction="be brief",
+    )
+    client(llm).models.generate_content(model="test-model", contents="hi", config=cfg)
+    (record,) = harness.records
+    body = llm.received[0].body
+    # google-genai 3.x spells it thinking_budget (the proto name), which the API also accepts
+    assert list(body["generationConfig"]["thinkingConfig"].values()) == [100]
+    # 2 messages (contents + systemInstruction); (20 + 100) x 2 output tokens
+    assert record.estimate == estimate_of(llm.received[0].raw, 2, (20 + 100) * 2)
+
+
+def test_without_max_output_tokens_the_default_bound_is_used(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    client(llm).models.generate_content(model="test-model", contents="hi")
+    (record,) = harness.records
+    assert record.bounded is False
+    assert record.estimate == estimate_of(llm.received[0].raw, 1, 4096)
+
+
+def test_thoughts_and_tool_use_are_billed(harness: Harness, llm: FakeLLM) -> None:
+    llm.default = Reply(input=10, output=5, thoughts=40, tool_use=7, cached=4)
+    client(llm).models.generate_content(model="test-model", contents="hi", config=config())
+    (record,) = harness.records
+    # input: 10 uncached + 7 tool-use prompt tokens at 1 µ$; 4 cached at 0.1 µ$;
+    # output: 5 candidates + 40 thoughts at 2 µ$ -> 17 + 0.4 + 90 = 107.4 -> 108 (rounded up)
+    assert record.actual == 108
+    assert record.tokens == {
+        "input": 17, "output": 45, "cache_read": 4, "cache_write": 0, "cache_write_1h": 0
+    }  # fmt: skip
+
+
+def test_refused_before_sending(harness: Harness, llm: FakeLLM) -> None:
+    harness.begin(limit_usd="0.00001")  # 10 µ$: below any estimate
+    with pytest.raises(LLMBudgetExceeded) as info:
+        client(llm).models.generate_content(model="test-model", contents="hi", config=config())
+    assert llm.received == []
+    assert "test-model" in str(info.value)
+    (record,) = harness.records
+    assert record.status == "refused"
+
+
+def test_unknown_gemini_model_is_refused_under_a_budget(harness: Harness, llm: FakeLLM) -> None:
+    harness.begin(limit_usd="1")
+    with pytest.raises(LLMUnknownModel):
+        client(llm).models.generate_content(model="gemini-9-ultra", contents="hi", config=config())
+    assert llm.received == []
+
+
+# -- fail closed -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (Reply(omit_usage=True), "no-usage"),
+        (Reply(patch_usage={"promptTokenCount": None}), "unparsed"),
+        (Reply(patch_usage={"promptTokenCount": DROP}), "unparsed"),
+        (Reply(patch_usage={"candidatesTokenCount": None}), "unparsed"),
+        (Reply(patch_usage={"candidatesTokenCount": 2.0}), "unparsed"),
+        (Reply(patch_usage={"candidatesTokenCount": True}), "unparsed"),
+        # absent, and totalTokenCount (15) does not prove it is 0
+        (Reply(patch_usage={"candidatesTokenCount": DROP}), "unparsed"),
+        (Reply(thoughts=9, patch_usage={"thoughtsTokenCount": None}), "unparsed"),
+        (Reply(cached=3, patch_usage={"cachedContentTokenCount": None}), "unparsed"),
+        (Reply(patch_usage={"toolUsePromptTokenCount": None}), "unparsed"),
+        (Reply(cached=3, patch_usage={"cachedContentTokenCount": 99}), "unparsed"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_untrusted_usage_keeps_the_estimate(
+    harness: Harness, llm: FakeLLM, reply: Reply, status: str, stream: bool
+) -> None:
+    llm.default = reply
+    models = client(llm).models
+    if stream:
+        list(models.generate_content_stream(model="test-model", contents="hi", config=config()))
+    else:
+        models.generate_content(model="test-model", contents="hi", config=config())
+    (record,) = harness.records
+    if stream and status == "no-usage":
+        assert record.status == "no-usage"
+    else:
+        assert record.status == status, record.detail
+    assert record.estimate is not None and record.charged == record.estimate
+
+
+def test_absent_candidates_count_proven_zero_by_the_total(harness: Harness, llm: FakeLLM) -> None:
+    # A reply whose whole output was thinking: proto3 JSON leaves out the zero count.
+    llm.default = Reply(input=10, output=0, thoughts=6, patch_usage={"candidatesTokenCount": DROP})
+    client(llm).models.generate_content(model="test-model", contents="hi", config=config())
+    (record,) = harness.records
+    assert (record.status, record.actual) == ("ok", 10 + 6 * 2)
+
+
+@pytest.mark.parametrize("alt_sse", [True, False])
+def test_a_cut_stream_keeps_the_estimate(harness: Harness, llm: FakeLLM, alt_sse: bool) -> None:
+    llm.default = Reply(cut_stream=True)
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": 20}}  # fmt: skip
+    url = llm.url + "/v1beta/models/test-model:streamGenerateContent"
+    with httpx2.Client() as c:
+        c.post(url + ("?alt=sse" if alt_sse else ""), json=body).read()
+    (record,) = harness.records
+    # SSE: only the first chunk's partial usage arrived; JSON array: the array never closed
+    assert record.status == ("no-usage" if alt_sse else "unparsed"), record.detail
+    assert record.charged == record.estimate
+
+
+def test_json_array_stream_settles_from_its_last_usage(harness: Harness, llm: FakeLLM) -> None:
+    llm.default = Reply(input=12, output=3)
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": 20}}  # fmt: skip
+    with httpx2.Client() as c:
+        r = c.post(llm.url + "/v1/models/test-model:streamGenerateContent", json=body)
+    assert r.text.startswith("[")
+    (record,) = harness.records
+    assert (record.status, record.stream, record.actual) == ("ok", True, 12 + 3 * 2)
+
+
+# -- Vertex AI -------------------------------------------------------------------------------
+
+
+def test_vertex_ai_url_shape_through_the_sdk(harness: Harness, llm: FakeLLM) -> None:
+    from google.oauth2.credentials import Credentials
+
+    vertex = genai.Client(
+        vertexai=True,
+        project="p1",
+        location="us-central1",
+        credentials=Credentials(token="fake-token"),  # a token without expiry: never refreshed
+        http_options=types.HttpOptions(
+            base_url=llm.url, retry_options=types.HttpRetryOptions(attempts=1)
+        ),
+    )
+    r = vertex.models.generate_content(model="test-model", contents="hi", config=config())
+    assert r.text == "hi"
+    assert llm.received[0].path == (
+        "/v1beta1/projects/p1/locations/us-central1/publishers/google/models/"
+        "test-model:generateContent"
+    )
+    (record,) = harness.records
+    assert (record.model, record.status, record.actual) == ("test-model", "ok", 20)
+
+
+# -- prices: hand computation and genai-prices' own calc_price ---------------------------------
+
+# Google's published prices per million tokens (ai.google.dev/gemini-api/docs/pricing):
+# gemini-2.5-pro: input $1.25 (prompts <= 200k tokens) / $2.50 (> 200k); output, thinking
+#   included, $10 / $15; context-cache reads $0.125 / $0.25. The tier is chosen by the whole
+#   prompt (cached tokens included) and applies to every token of the request.
+# gemini-2.5-flash: input $0.30 (text), output (thinking included) $2.50, cache reads $0.03.
+# A token count times a price in $/M is a cost in µ$; costs round up to whole µ$.
+PRICED = [
+    pytest.param(
+        "gemini-2.5-pro",
+        {"promptTokenCount": 100_000, "candidatesTokenCount": 2_000},
+        100_000 * 1.25 + 2_000 * 10,  # = 125,000 + 20,000 = 145,000 µ$
+        id="pro-short-context",
+    ),
+    pytest.param(
+        "gemini-2.5-pro",
+        {"promptTokenCount": 200_000, "candidatesTokenCount": 100},
+        200_000 * 1.25 + 100 * 10,  # exactly 200k is still the lower tier: 251,000 µ$
+        id="pro-at-200k",
+    ),
+    pytest.param(
+        "gemini-2.5-pro",
+        {"promptTokenCount": 200_001, "candidatesTokenCount": 100},
+        200_001 * 2.50 + 100 * 15,  # = 500,002.5 + 1,500 -> 501,503 µ$ (rounded up)
+        id="pro-just-over-200k",
+    ),
+    pytest.param(
+        "gemini-2.5-pro",
+        {"promptTokenCount": 250_000, "candidatesTokenCount": 1_000, "thoughtsTokenCount": 500},
+        250_000 * 2.50 + (1_000 + 500) * 15,  # = 625,000 + 22,500 = 647,500 µ$
+        id="pro-long-context-thinking",
+    ),
+    pytest.param(
+        "gemini-2.5-flash",
+        {"promptTokenCount": 1_000, "candidatesTokenCount": 200, "thoughtsTokenCount": 800},
+        1_000 * 0.30 + (200 + 800) * 2.50,  # = 300 + 2,500 = 2,800 µ$
+        id="flash-thinking",
+    ),
+    pytest.param(
+        "gemini-2.5-flash",
+        {"promptTokenCount": 10_000, "cachedContentTokenCount": 8_000, "candidatesTokenCount": 100},
+        2_000 * 0.30 + 8_000 * 0.03 + 100 * 2.50,  # = 600 + 240 + 250 = 1,090 µ$
+        id="flash-cached-content",
+    ),
+    pytest.param(
+        "gemini-2.5-pro",
+        {"promptTokenCount": 50_000, "cachedContentTokenCount": 40_000,
+         "candidatesTokenCount": 1_000},
+        10_000 * 1.25 + 40_000 * 0.125 + 1_000 * 10,  # = 12,500 + 5,000 + 10,000 = 27,500 µ$
+        id="pro-cached-content",
+    ),
+    pytest.param(
+        "gemini-2.5-flash",
+        {"promptTokenCount": 1_000, "toolUsePromptTokenCount": 500, "candidatesTokenCount": 100},
+        (1_000 + 500) * 0.30 + 100 * 2.50,  # = 450 + 250 = 700 µ$
+        id="flash-tool-use-prompt",
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "meta", "hand"), PRICED)
+def test_gemini_costs_by_hand_and_by_genai_prices(
+    model: str, meta: dict[str, int], hand: float
+) -> None:
+    ours = current_table().cost(model, usage_from_gemini(meta))
+    assert ours == math.ceil(hand - 1e-6)  # the hand figures are exact to well below 1e-6
+    # The independent oracle: genai-prices reads the same usageMetadata and prices it.
+    extracted = extract_usage({"usageMetadata": meta, "modelVersion": model}, provider_id="google")
+    theirs = calc_price(extracted.usage, model, provider_id="google").total_price
+    assert ours == math.ceil(Decimal(theirs) * 1_000_000)
+
+
+def test_long_context_tier_through_the_sdk(harness: Harness, llm: FakeLLM) -> None:
+    from omnillm_sim.pricing import catalogue
+
+    harness.session.prices = catalogue("current")
+    llm.default = Reply(input=250_000, output=1_000, thoughts=500)
+    client(llm).models.generate_content(model="gemini-2.5-pro", contents="hi", config=config())
+    (record,) = harness.records
+    assert record.actual == 250_000 * 250 // 100 + 1_500 * 15  # 647,500 µ$ (see PRICED)
+
+
+def test_upper_bound_uses_the_long_context_rates_once_the_prompt_may_cross_200k(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    from omnillm_sim.pricing import catalogue
+
+    harness.session.prices = catalogue("current")
+    small = client(llm).models
+    small.generate_content(model="gemini-2.5-pro", contents="hi", config=config(100))
+    text = "x" * 200_100  # the prompt bound (bytes + overheads) passes 200k tokens
+    small.generate_content(model="gemini-2.5-pro", contents=text, config=config(100))
+    short, long = harness.records
+    raw_short, raw_long = (r.raw for r in llm.received)
+    # <= 200k: $1.25 input, $10 output (per M tokens = µ$ per token)
+    assert short.estimate == math.ceil((len(raw_short) + 8 + 16) * 1.25 + 100 * 10)
+    # may be > 200k: the tier's $2.50 input and $15 output
+    assert long.estimate == math.ceil((len(raw_long) + 8 + 16) * 2.5 + 100 * 15)
+    assert json.loads(raw_long)["contents"][0]["parts"][0]["text"] == text
