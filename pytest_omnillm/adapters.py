@@ -429,13 +429,16 @@ def parse_request(
     *,
     model_map: Mapping[str, str] | None = None,
     fallback_model: str | None = None,
+    body_names_deployment: bool = False,
 ) -> ParsedRequest:
     """Read model, output bound, message count and ``stream`` from a request body.
 
     The model is the URL's for Gemini, else the body's ``model``. An Azure OpenAI deployment
     (`Endpoint.deployment`) is never taken as a model: it must be a key of ``model_map``, or
     it is priced as ``fallback_model``, or the request cannot be priced. Any other model named
-    in ``model_map`` is replaced by its mapped model.
+    in ``model_map`` is replaced by its mapped model. ``body_names_deployment``: the body's
+    ``model`` is an Azure OpenAI deployment (Azure routes without one in the path, such as
+    ``/openai/responses?api-version=...``), treated as `Endpoint.deployment` is.
 
     A body the plugin cannot read gives no estimate request and a ``problem`` saying why
     (the plugin refuses it under a budget and lets it through, recorded, without one).
@@ -457,6 +460,8 @@ def parse_request(
     mapping = model_map or {}
     stream = data.get("stream") is True or endpoint.kind == "stream_generate"
     model: object
+    if deployment is None and body_names_deployment and isinstance(data.get("model"), str):
+        deployment = data["model"]
     if deployment is not None:
         model, source = mapping.get(deployment), "model map"
         if model is None and fallback_model is not None:

@@ -44,6 +44,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from omnillm_sim.budget import BudgetStats, BudgetTracker, check_budget_invariants
 from omnillm_sim.errors import (
@@ -338,6 +339,7 @@ class BudgetSession:
             info.content_encoding,
             model_map=self.model_map,
             fallback_model=self.prices.fallback,
+            body_names_deployment=_azure_without_deployment(info),
         )
         record = RequestRecord(
             seq=next(self._seq),
@@ -643,6 +645,20 @@ class _Flight:
             self._keep("no-usage", "response still unread at teardown (charged at the estimate)")
         else:
             self._keep("no-usage", "no response by teardown (charged at the estimate)")
+
+
+def _azure_without_deployment(info: RequestInfo) -> bool:
+    """An Azure OpenAI route that names its deployment in the body's ``model``: under
+    ``/openai/`` with an ``api-version`` query, but neither ``/deployments/`` nor the v1 API
+    (``/openai/v1/``, where ``model`` is a model name as on OpenAI)."""
+    if info.endpoint.provider != "openai" or info.endpoint.deployment is not None:
+        return False
+    parts = urlsplit(info.url)
+    return (
+        "/openai/" in parts.path
+        and "/openai/v1/" not in parts.path
+        and "api-version" in parse_qs(parts.query)
+    )
 
 
 _SNAPSHOT = re.compile(r"[0-9][0-9-]*")
