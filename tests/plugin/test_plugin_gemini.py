@@ -24,10 +24,12 @@ from genai_prices import calc_price, extract_usage
 from google import genai
 from google.genai import types
 from harness import Harness
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omnillm_sim.pricing import current_table
 from pytest_omnillm import LLMBudgetExceeded, LLMUnknownModel
-from pytest_omnillm.adapters import match_endpoint, usage_from_gemini
+from pytest_omnillm.adapters import match_endpoint, parse_request, usage_from_gemini
 
 _clients: list[genai.Client] = []
 
@@ -394,3 +396,59 @@ def test_upper_bound_uses_the_long_context_rates_once_the_prompt_may_cross_200k(
     # may be > 200k: the tier's $2.50 input and $15 output
     assert long.estimate == math.ceil((len(raw_long) + 8 + 16) * 2.5 + 100 * 15)
     assert json.loads(raw_long)["contents"][0]["parts"][0]["text"] == text
+
+
+@given(
+    model=st.sampled_from(["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.0-flash"]),
+    prompt=st.integers(0, 400_000),
+    cached_share=st.floats(0, 1),
+    candidates=st.integers(0, 70_000),
+    thoughts=st.integers(0, 40_000),
+    tool_use=st.integers(0, 5_000),
+)
+@settings(max_examples=150, deadline=None)
+def test_any_gemini_usage_costs_what_genai_prices_says(
+    model: str, prompt: int, cached_share: float, candidates: int, thoughts: int, tool_use: int
+) -> None:
+    meta = {
+        "promptTokenCount": prompt,
+        "cachedContentTokenCount": int(prompt * cached_share),
+        "candidatesTokenCount": candidates,
+        "thoughtsTokenCount": thoughts,
+        "toolUsePromptTokenCount": tool_use,
+    }
+    ours = _TABLE.cost(model, usage_from_gemini(meta))
+    extracted = extract_usage({"usageMetadata": meta, "modelVersion": model}, provider_id="google")
+    theirs = calc_price(extracted.usage, model, provider_id="google").total_price
+    assert ours == math.ceil(Decimal(theirs) * 1_000_000)
+
+
+_TABLE = current_table()
+
+
+@pytest.mark.parametrize(
+    ("generation_config", "output", "thinking"),
+    [
+        ({"maxOutputTokens": 50}, 50, 0),
+        ({"max_output_tokens": 50, "candidate_count": 3}, 150, 0),
+        ({"maxOutputTokens": 50, "thinkingConfig": {"thinkingBudget": 200}}, 50, 200),
+        ({"maxOutputTokens": 50, "candidateCount": 2,
+          "thinking_config": {"thinking_budget": 200}}, 100, 400),
+        ({"maxOutputTokens": 50, "thinkingConfig": {"thinkingBudget": -1}}, 50, 0),  # dynamic
+        ({"thinkingConfig": {"thinkingBudget": 64}}, None, 64),  # default bound + thinking
+        ({}, None, 0),
+    ],
+)
+def test_gemini_request_bounds(
+    generation_config: dict[str, Any], output: int | None, thinking: int
+) -> None:
+    endpoint = match_endpoint("POST", "/v1beta/models/gemini-2.5-flash:generateContent")
+    assert endpoint is not None
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}] * 3,
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "generationConfig": generation_config}  # fmt: skip
+    parsed = parse_request(endpoint, json.dumps(body).encode())
+    request = parsed.estimate_request
+    assert request is not None and parsed.model == "gemini-2.5-flash"
+    assert (request.max_output_tokens, request.thinking_tokens) == (output, thinking)
+    assert request.messages == 4 and parsed.stream is False and parsed.model_source == "url"
