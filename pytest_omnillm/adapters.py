@@ -17,6 +17,18 @@ path ends with         provider/kind    output bound in the body
 ``/messages``          anthropic/msgs   ``max_tokens`` (required by the API)
 =====================  ===============  ===============================================
 
+Gemini (Developer API ``/v1/models/M:ACTION``, ``/v1beta/...``; Vertex AI
+``/v1/projects/P/locations/L/publishers/google/models/M:ACTION``): ``:generateContent``
+(gemini/generate), ``:streamGenerateContent`` (gemini/stream_generate; SSE with ``alt=sse``,
+else a JSON array) and ``:countTokens`` (gemini/count_tokens, free: `Endpoint.free`). The model
+is the URL's; the output bound is ``generationConfig.maxOutputTokens`` x ``candidateCount``,
+plus ``thinkingConfig.thinkingBudget`` x ``candidateCount`` as ``thinking_tokens`` (both
+the camelCase and the proto field spellings are read).
+
+Azure OpenAI: ``/openai/deployments/{deployment}/<openai suffix>`` sets `Endpoint.deployment`;
+a deployment is priced as the model a model map gives it, never as a model of its own name
+(see `parse_request`). ``/openai/v1/...`` is plain OpenAI.
+
 The prompt bound is the size of the whole (decoded) JSON body in bytes (every prompt byte is
 in it; a byte-level tokenizer never emits a token for less than a byte), plus the estimator's
 per-message template allowance. Images referenced by URL are not bounded by their URL's size:
@@ -46,6 +58,10 @@ the APIs document as optional (cached tokens, cache writes) count as 0 when abse
   ``cache_creation_input_tokens``). Streams: the ``message_start`` usage with fields replaced
   by the non-null fields of the *last* ``message_delta`` usage (cumulative counts, never
   summed), whose ``output_tokens`` must be a count; no ``message_delta`` means no final usage.
+
+* Gemini (`usage_from_gemini`): ``usageMetadata``; streams (SSE or JSON array): the last chunk
+  carrying it, which in an SSE stream must be the final chunk (a ``finishReason``), since every
+  chunk carries partial counts.
 
 Streams are read in time linear in their size with bounded memory: only events that can carry
 usage (their data mentions ``usage`` or ``error``, or has a ``\\u`` escape) are decoded, and
