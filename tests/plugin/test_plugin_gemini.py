@@ -452,3 +452,36 @@ def test_gemini_request_bounds(
     assert request is not None and parsed.model == "gemini-2.5-flash"
     assert (request.max_output_tokens, request.thinking_tokens) == (output, thinking)
     assert request.messages == 4 and parsed.stream is False and parsed.model_source == "url"
+
+
+@given(
+    model=st.sampled_from(["gemini-2.5-pro", "gemini-2.5-flash"]),
+    text=st.integers(0, 300_000),
+    max_output=st.integers(0, 65_536),
+    thinking=st.integers(0, 32_768),
+    candidates=st.integers(1, 4),
+    data=st.data(),
+)
+@settings(max_examples=150, deadline=None)
+def test_every_usage_within_the_bounds_costs_at_most_the_estimate(
+    model: str, text: int, max_output: int, thinking: int, candidates: int, data: st.DataObject
+) -> None:
+    # I2 for Gemini: the long-context tier is in the rate selection whenever the prompt bound
+    # can cross it, and thinking is bounded with the output.
+    from omnillm_sim.estimate import UpperBoundEstimator
+
+    endpoint = match_endpoint("POST", f"/v1beta/models/{model}:generateContent")
+    assert endpoint is not None
+    body = {"contents": [{"role": "user", "parts": [{"text": "x" * text}]}],
+            "generationConfig": {"maxOutputTokens": max_output, "candidateCount": candidates,
+                                 "thinkingConfig": {"thinkingBudget": thinking}}}  # fmt: skip
+    request = parse_request(endpoint, json.dumps(body).encode()).estimate_request
+    assert request is not None
+    estimate = UpperBoundEstimator().estimate(request, _TABLE)
+    prompt = data.draw(st.integers(0, estimate.prompt_tokens), label="prompt")
+    cached = data.draw(st.integers(0, prompt), label="cached")
+    output = data.draw(st.integers(0, estimate.output_tokens), label="output")
+    thoughts = data.draw(st.integers(0, estimate.output_tokens - output), label="thoughts")
+    meta = {"promptTokenCount": prompt, "cachedContentTokenCount": cached,
+            "candidatesTokenCount": output, "thoughtsTokenCount": thoughts}  # fmt: skip
+    assert _TABLE.cost(model, usage_from_gemini(meta)) <= estimate.cost
