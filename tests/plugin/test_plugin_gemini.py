@@ -485,3 +485,50 @@ def test_every_usage_within_the_bounds_costs_at_most_the_estimate(
     meta = {"promptTokenCount": prompt, "cachedContentTokenCount": cached,
             "candidatesTokenCount": output, "thoughtsTokenCount": thoughts}  # fmt: skip
     assert _TABLE.cost(model, usage_from_gemini(meta)) <= estimate.cost
+
+
+def test_unknown_model_without_a_budget_is_sent_and_unpriced(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    harness.session.enforce = False  # no budget anywhere
+    client(llm).models.generate_content(model="gemini-9-ultra", contents="hi", config=config())
+    assert len(llm.received) == 1
+    (record,) = harness.records
+    assert (record.model, record.status, record.charged) == ("gemini-9-ultra", "unpriced", 0)
+
+
+def test_unknown_model_priced_by_the_fallback(harness: Harness, llm: FakeLLM) -> None:
+    harness.session.prices = harness.prices.with_fallback("test-model")
+    harness.begin(limit_usd="1")
+    client(llm).models.generate_content(model="gemini-9-ultra", contents="hi", config=config())
+    (record,) = harness.records
+    assert (record.model, record.status, record.actual) == ("gemini-9-ultra", "ok", 20)
+
+
+def test_an_error_reply_is_released(harness: Harness, llm: FakeLLM) -> None:
+    from google.genai import errors
+
+    llm.default = Reply(status=429)
+    harness.begin(limit_usd="1")
+    with pytest.raises(errors.ClientError):
+        client(llm).models.generate_content(model="test-model", contents="hi", config=config())
+    (record,) = harness.records
+    assert (record.status, record.http_status, record.charged) == ("http-error", 429, 0)
+    assert harness.test is not None and harness.test.tracker.used == 0
+
+
+def test_the_summary_lists_free_requests_apart(harness: Harness, llm: FakeLLM) -> None:
+    from pytest_omnillm.report import render, summarise
+
+    c = client(llm)
+    c.models.count_tokens(model="gemini-2.5-flash", contents="hi")
+    c.models.generate_content(model="test-model", contents="hi", config=config())
+    harness.end()
+    assert harness.test is not None
+    records = [r.as_dict() for r in harness.test.requests]
+    test = {"nodeid": "t", "limit": None, "spent": 20, "requests": records, "problems": []}
+    summary = summarise([test], [], session_limit=None, session_source="none")
+    lines = render(summary, 10)
+    assert "free (not charged): 1 request(s) to gemini-2.5-flash (gemini/count_tokens)" in lines
+    assert list(summary.by_model()) == ["test-model"]
+    assert summary.as_json()["session"]["free"] == 1
