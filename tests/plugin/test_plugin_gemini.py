@@ -112,7 +112,8 @@ def test_generate_content_stream_settles_from_the_last_chunk(
 
 
 def test_the_async_client_runs_on_httpx2_and_is_settled(harness: Harness, llm: FakeLLM) -> None:
-    # Without aiohttp installed, google-genai's async client sends through httpx2.AsyncClient.
+    # google-genai's async client sends through httpx2.AsyncClient while aiohttp is not
+    # installed (through aiohttp when it is): either way each call is budgeted once.
     async def go() -> None:
         aio = client(llm).aio
         r = await aio.models.generate_content(model="test-model", contents="hi", config=config())
