@@ -98,8 +98,9 @@ OPTIONS: dict[str, Option] = {
     "fallback_model": Option(
         "--llm-fallback-model",
         "llm_fallback_model",
-        "price models missing from the catalogue as this model (default: refuse them when a "
-        "budget is set, report them as unpriced otherwise)",
+        "price models missing from the catalogue, and unmapped Azure OpenAI deployments, as "
+        "this model (default: refuse them when any budget is in force, a test's "
+        "@pytest.mark.llm_budget included; report them as unpriced otherwise)",
         "MODEL",
     ),
     "model_map": Option(
