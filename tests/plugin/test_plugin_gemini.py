@@ -186,12 +186,25 @@ def test_thoughts_and_tool_use_are_billed(harness: Harness, llm: FakeLLM) -> Non
 
 def test_refused_before_sending(harness: Harness, llm: FakeLLM) -> None:
     harness.begin(limit_usd="0.00001")  # 10 µ$: below any estimate
+    # The SDK's default options: the refusal reaches the caller as itself, with no retry.
+    sdk = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=llm.url))
     with pytest.raises(LLMBudgetExceeded) as info:
-        client(llm).models.generate_content(model="test-model", contents="hi", config=config())
-    assert llm.received == []
+        sdk.models.generate_content(model="test-model", contents="hi", config=config())
     assert "test-model" in str(info.value)
-    (record,) = harness.records
-    assert record.status == "refused"
+
+    async def go() -> None:
+        aio = sdk.aio.models
+        with pytest.raises(LLMBudgetExceeded):
+            await aio.generate_content(model="test-model", contents="hi", config=config())
+        with pytest.raises(LLMBudgetExceeded):
+            stream = await aio.generate_content_stream(
+                model="test-model", contents="hi", config=config()
+            )
+            [c async for c in stream]
+
+    asyncio.run(go())
+    assert llm.received == []
+    assert [r.status for r in harness.records] == ["refused"] * 3
 
 
 def test_unknown_gemini_model_is_refused_under_a_budget(harness: Harness, llm: FakeLLM) -> None:
