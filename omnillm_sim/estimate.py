@@ -8,10 +8,11 @@ Two estimators, chosen by name from `ESTIMATORS`:
 * ``upper-bound``: a true worst case. Prompt tokens are bounded by the prompt's UTF-8 bytes
   (byte-level BPE tokenizers never emit a token for less than one byte) plus a per-message
   allowance for chat-template tokens; they are priced at the highest input-side rate the
-  model has (cache writes and long-context tiers included), and ``max_output`` tokens at the
-  highest output rate, rounded up. Every usage within those bounds costs at most the
-  estimate, so budget invariant I2 applies. A request with no output bound has no true worst
-  case: the estimator then uses ``default_max_output`` and marks the estimate unbounded.
+  model has (cache writes and long-context tiers included), and ``max_output`` tokens (plus
+  ``thinking_tokens``, billed as output) at the highest output rate, rounded up. Every usage
+  within those bounds costs at most the estimate, so budget invariant I2 applies. A request
+  with no output bound has no true worst case: the estimator then uses ``default_max_output``
+  and marks the estimate unbounded.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class EstimateRequest:
     count when the caller has one (a tokenizer, or a trace that records it).
     ``omnillm_prompt_bytes``, when known, is the byte count omnillm's own rendering of the
     request gives (`omnillm_prompt_bytes`); the ``omnillm`` estimator prefers it.
+    ``thinking_tokens`` are output tokens a thinking budget allows on top of
+    ``max_output_tokens`` (Gemini's ``thinkingConfig.thinkingBudget``; billed as output).
 
     Raises:
         InvalidValueError: negative or non-integer counts, or an empty model name.
@@ -67,10 +70,13 @@ class EstimateRequest:
     messages: int = 1
     prompt_tokens: int | None = None
     omnillm_prompt_bytes: int | None = None
+    thinking_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.omnillm_prompt_bytes is not None:
             non_negative_int("omnillm_prompt_bytes", self.omnillm_prompt_bytes)
+        if self.thinking_tokens:
+            non_negative_int("thinking_tokens", self.thinking_tokens)
         if not isinstance(self.model, str) or not self.model.strip():
             raise InvalidValueError("model", self.model, "must be a non-empty model name")
         pb, msgs = self.prompt_bytes, self.messages
@@ -174,6 +180,7 @@ class UpperBoundEstimator:
             raise InvalidValueError(
                 "max_output_tokens", None, "is required by the upper-bound estimator"
             )
+        output += request.thinking_tokens
         in_rate, out_rate = prices.price(request.model).worst_rates(prompt)
         numerator = prompt * in_rate + output * out_rate
         return Estimate(prompt + output, prompt, output, -(-numerator // 1_000_000), bounded)

@@ -17,6 +17,18 @@ path ends with         provider/kind    output bound in the body
 ``/messages``          anthropic/msgs   ``max_tokens`` (required by the API)
 =====================  ===============  ===============================================
 
+Gemini (Developer API ``/v1/models/M:ACTION``, ``/v1beta/...``; Vertex AI
+``/v1/projects/P/locations/L/publishers/google/models/M:ACTION``): ``:generateContent``
+(gemini/generate), ``:streamGenerateContent`` (gemini/stream_generate; SSE with ``alt=sse``,
+else a JSON array) and ``:countTokens`` (gemini/count_tokens, free: `Endpoint.free`). The model
+is the URL's; the output bound is ``generationConfig.maxOutputTokens`` x ``candidateCount``,
+plus ``thinkingConfig.thinkingBudget`` x ``candidateCount`` as ``thinking_tokens`` (both
+the camelCase and the proto field spellings are read).
+
+Azure OpenAI: ``/openai/deployments/{deployment}/<openai suffix>`` sets `Endpoint.deployment`;
+a deployment is priced as the model a model map gives it, never as a model of its own name
+(see `parse_request`). ``/openai/v1/...`` is plain OpenAI.
+
 The prompt bound is the size of the whole (decoded) JSON body in bytes (every prompt byte is
 in it; a byte-level tokenizer never emits a token for less than a byte), plus the estimator's
 per-message template allowance. Images referenced by URL are not bounded by their URL's size:
@@ -47,6 +59,10 @@ the APIs document as optional (cached tokens, cache writes) count as 0 when abse
   by the non-null fields of the *last* ``message_delta`` usage (cumulative counts, never
   summed), whose ``output_tokens`` must be a count; no ``message_delta`` means no final usage.
 
+* Gemini (`usage_from_gemini`): ``usageMetadata``; streams (SSE or JSON array): the last chunk
+  carrying it, which in an SSE stream must be the final chunk (a ``finishReason``), since every
+  chunk carries partial counts.
+
 Streams are read in time linear in their size with bounded memory: only events that can carry
 usage (their data mentions ``usage`` or ``error``, or has a ``\\u`` escape) are decoded, and
 an event or line longer than `MAX_EVENT_BYTES` is skipped without being kept. If such a skipped
@@ -56,9 +72,11 @@ in pieces of at most 64 KiB, so a compression bomb cannot grow the plugin's memo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
+import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -76,12 +94,23 @@ __all__ = [
     "decode_body",
     "match_endpoint",
     "parse_request",
+    "unmapped_deployment",
     "usage_from_anthropic",
+    "usage_from_gemini",
     "usage_from_openai",
 ]
 
-Provider = Literal["openai", "anthropic"]
-Kind = Literal["chat", "completions", "responses", "embeddings", "messages"]
+Provider = Literal["openai", "anthropic", "gemini"]
+Kind = Literal[
+    "chat",
+    "completions",
+    "responses",
+    "embeddings",
+    "messages",
+    "generate",
+    "stream_generate",
+    "count_tokens",
+]
 
 _SUFFIXES: tuple[tuple[str, Provider, Kind], ...] = (
     ("/chat/completions", "openai", "chat"),
@@ -90,6 +119,14 @@ _SUFFIXES: tuple[tuple[str, Provider, Kind], ...] = (
     ("/embeddings", "openai", "embeddings"),
     ("/messages", "anthropic", "messages"),
 )
+# Gemini (Developer API ``/v1beta/models/M:ACTION``, Vertex AI
+# ``/v1/projects/P/locations/L/publishers/google/models/M:ACTION``): the model is in the URL.
+_GEMINI = re.compile(r"(?:^|/)models/([^/:]+):(generateContent|streamGenerateContent|countTokens)$")
+_GEMINI_KINDS: dict[str, Kind] = {
+    "generateContent": "generate",
+    "streamGenerateContent": "stream_generate",
+    "countTokens": "count_tokens",
+}
 _LEGACY_COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 _MAX_BODY = 64 * 1024 * 1024  # a JSON response body larger than this is not buffered
 _MAX_REQUEST = 256 * 1024 * 1024  # a request body decoding to more than this is unreadable
@@ -105,26 +142,44 @@ class UsageParseError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A recognised LLM endpoint: provider, kind and the request path it was matched on."""
+    """A recognised LLM endpoint: provider, kind and the request path it was matched on.
+
+    ``model`` is the model the URL names (Gemini), ``deployment`` the Azure OpenAI deployment
+    the URL names (``/openai/deployments/{deployment}/...``): a deployment is not a model name.
+    """
 
     provider: Provider
     kind: Kind
     path: str
+    model: str | None = None
+    deployment: str | None = None
 
     @property
     def name(self) -> str:
-        """``openai/chat``, ``anthropic/messages``, ..."""
+        """``openai/chat``, ``anthropic/messages``, ``gemini/generate``, ..."""
         return f"{self.provider}/{self.kind}"
+
+    @property
+    def free(self) -> bool:
+        """True for endpoints the provider does not bill (Gemini ``countTokens``)."""
+        return self.kind == "count_tokens"
 
 
 def match_endpoint(method: str, path: str) -> Endpoint | None:
-    """The endpoint a request goes to, or ``None`` when it is not a priced LLM call."""
+    """The endpoint a request goes to, or ``None`` when it is not an LLM call we know."""
     if method.upper() != "POST":
         return None
     trimmed = path.rstrip("/")
+    gemini = _GEMINI.search(trimmed)
+    if gemini is not None:
+        return Endpoint("gemini", _GEMINI_KINDS[gemini.group(2)], path, model=gemini.group(1))
     for suffix, provider, kind in _SUFFIXES:
         if trimmed.endswith(suffix):
-            return Endpoint(provider, kind, path)
+            head = trimmed[: -len(suffix)].split("/")
+            deployment = None
+            if provider == "openai" and len(head) >= 2 and head[-2] == "deployments":
+                deployment = head[-1] or None
+            return Endpoint(provider, kind, path, deployment=deployment)
     return None
 
 
@@ -290,6 +345,9 @@ class ParsedRequest:
     """A request body reduced to what pricing needs; ``model`` is ``None`` when absent.
 
     ``problem`` says why the body could not be priced (``estimate_request`` is then ``None``).
+    ``model_source`` says where ``model`` came from: ``"body"``, ``"url"`` (Gemini),
+    ``"model map"`` (``--llm-model-map``) or ``"fallback"`` (an unmapped Azure deployment
+    priced as the fallback model). ``deployment`` is the Azure OpenAI deployment, if any.
     """
 
     endpoint: Endpoint
@@ -297,6 +355,8 @@ class ParsedRequest:
     estimate_request: EstimateRequest | None
     stream: bool
     problem: str = ""
+    model_source: str = ""
+    deployment: str | None = None
 
 
 def _count(value: object) -> int | None:
@@ -308,9 +368,32 @@ def _count(value: object) -> int | None:
     return None
 
 
+def _field(body: Mapping[str, Any], camel: str, snake: str) -> Any:
+    """A Gemini request field: proto3 JSON accepts the lowerCamelCase and the proto name."""
+    value = body.get(camel)
+    return body.get(snake) if value is None else value
+
+
+def _gemini_output_bound(body: Mapping[str, Any]) -> tuple[int | None, int]:
+    """(``maxOutputTokens`` x ``candidateCount`` or None, thinking budget x ``candidateCount``)."""
+    config = _field(body, "generationConfig", "generation_config")
+    if not isinstance(config, Mapping):
+        return None, 0
+    candidates = _count(_field(config, "candidateCount", "candidate_count")) or 1
+    per_candidate = _count(_field(config, "maxOutputTokens", "max_output_tokens"))
+    thinking = _field(config, "thinkingConfig", "thinking_config")
+    budget = 0
+    if isinstance(thinking, Mapping):
+        budget = _count(_field(thinking, "thinkingBudget", "thinking_budget")) or 0
+    output = None if per_candidate is None else per_candidate * candidates
+    return output, budget * candidates
+
+
 def _output_bound(kind: Kind, body: Mapping[str, Any]) -> int | None:
-    if kind == "embeddings":
+    if kind in ("embeddings", "count_tokens"):
         return 0
+    if kind in ("generate", "stream_generate"):
+        return _gemini_output_bound(body)[0]
     if kind == "responses":
         return _count(body.get("max_output_tokens"))
     if kind == "messages":
@@ -330,6 +413,12 @@ def _output_bound(kind: Kind, body: Mapping[str, Any]) -> int | None:
 
 
 def _messages(kind: Kind, body: Mapping[str, Any]) -> int:
+    if kind in ("generate", "stream_generate", "count_tokens"):
+        contents = body.get("contents")
+        count = len(contents) if isinstance(contents, list) else 1
+        if _field(body, "systemInstruction", "system_instruction"):
+            count += 1
+        return max(count, 1)
     field = {"chat": "messages", "messages": "messages", "responses": "input"}.get(kind, "input")
     if kind == "completions":
         field = "prompt"
@@ -340,23 +429,38 @@ def _messages(kind: Kind, body: Mapping[str, Any]) -> int:
     return max(count, 1)
 
 
-def _deployment(path: str) -> str | None:
-    # Azure OpenAI names the model by its deployment in the path, not in the body.
-    parts = path.split("/")
-    if "deployments" in parts:
-        i = parts.index("deployments")
-        if i + 1 < len(parts) and parts[i + 1]:
-            return parts[i + 1]
-    return None
+def unmapped_deployment(deployment: str) -> str:
+    """Why a request to an Azure OpenAI deployment without a model cannot be priced."""
+    return (
+        f"Azure OpenAI deployment {deployment!r} is not mapped to a model (a deployment name is "
+        f"not a model name): map it with --llm-model-map {deployment}=MODEL (ini llm_model_map) "
+        "or price unmapped deployments with --llm-fallback-model MODEL"
+    )
 
 
-def parse_request(endpoint: Endpoint, body: bytes, content_encoding: str = "") -> ParsedRequest:
+def parse_request(
+    endpoint: Endpoint,
+    body: bytes,
+    content_encoding: str = "",
+    *,
+    model_map: Mapping[str, str] | None = None,
+    fallback_model: str | None = None,
+    body_names_deployment: bool = False,
+) -> ParsedRequest:
     """Read model, output bound, message count and ``stream`` from a request body.
+
+    The model is the URL's for Gemini, else the body's ``model``. An Azure OpenAI deployment
+    (`Endpoint.deployment`) is never taken as a model: it must be a key of ``model_map``, or
+    it is priced as ``fallback_model``, or the request cannot be priced. Any other model named
+    in ``model_map`` is replaced by its mapped model. ``body_names_deployment``: the body's
+    ``model`` is an Azure OpenAI deployment (Azure routes without one in the path, such as
+    ``/openai/responses?api-version=...``), treated as `Endpoint.deployment` is.
 
     A body the plugin cannot read gives no estimate request and a ``problem`` saying why
     (the plugin refuses it under a budget and lets it through, recorded, without one).
     """
-    unreadable = ParsedRequest(endpoint, None, None, False)
+    deployment = endpoint.deployment
+    unreadable = ParsedRequest(endpoint, None, None, False, deployment=deployment)
     if content_encoding.strip():
         try:
             body = decode_body(body, content_encoding)
@@ -369,22 +473,41 @@ def parse_request(endpoint: Endpoint, body: bytes, content_encoding: str = "") -
         return _with_problem(unreadable, f"request body is not JSON: {body[:40]!r}")
     if not isinstance(data, dict):
         return _with_problem(unreadable, f"request body is not a JSON object: {body[:40]!r}")
-    model = data.get("model")
-    stream = data.get("stream") is True
-    if model is None:
-        model = _deployment(endpoint.path)
+    mapping = model_map or {}
+    stream = data.get("stream") is True or endpoint.kind == "stream_generate"
+    model: object
+    if deployment is None and body_names_deployment and isinstance(data.get("model"), str):
+        deployment = data["model"]
+    if deployment is not None:
+        model, source = mapping.get(deployment), "model map"
+        if model is None and fallback_model is not None:
+            model, source = fallback_model, "fallback"
+        if model is None:
+            return ParsedRequest(
+                endpoint, None, None, stream, unmapped_deployment(deployment), "", deployment
+            )
+    else:
+        model, source = data.get("model"), "body"
+        if endpoint.model is not None:
+            model, source = endpoint.model, "url"
+        if isinstance(model, str) and model in mapping:
+            model, source = mapping[model], "model map"
     if not isinstance(model, str) or not model.strip():
         return ParsedRequest(
             endpoint, None, None, stream, f"request body has no model (model={model!r})"
         )
+    thinking = 0
+    if endpoint.kind in ("generate", "stream_generate"):
+        thinking = _gemini_output_bound(data)[1]
     request = EstimateRequest(
         model=model,
         prompt_bytes=len(body),
         max_output_tokens=_output_bound(endpoint.kind, data),
+        thinking_tokens=thinking,
         messages=_messages(endpoint.kind, data),
         omnillm_prompt_bytes=_omnillm_bytes(endpoint.kind, data),
     )
-    return ParsedRequest(endpoint, model, request, stream)
+    return ParsedRequest(endpoint, model, request, stream, "", source, deployment)
 
 
 def _omnillm_bytes(kind: Kind, body: Mapping[str, Any]) -> int | None:
@@ -396,7 +519,7 @@ def _omnillm_bytes(kind: Kind, body: Mapping[str, Any]) -> int | None:
 
 
 def _with_problem(parsed: ParsedRequest, problem: str) -> ParsedRequest:
-    return ParsedRequest(parsed.endpoint, parsed.model, None, parsed.stream, problem)
+    return dataclasses.replace(parsed, estimate_request=None, problem=problem)
 
 
 # -- usage -------------------------------------------------------------------------------------
@@ -473,9 +596,72 @@ def usage_from_anthropic(usage: object) -> Usage:
     )
 
 
+_GEMINI_WHERE = "usageMetadata"
+
+
+def _gemini_extra(usage: Mapping[str, Any], key: str) -> int:
+    # Optional breakdowns: proto3 JSON omits a zero count, so absent is 0; the API never sends
+    # null, so a null (or a non-count) is not trusted.
+    if key in usage and usage[key] is None:
+        raise UsageParseError(f"{_GEMINI_WHERE}.{key} is null: the cost cannot be known")
+    return _tokens(usage, key, _GEMINI_WHERE, required=False)
+
+
+def usage_from_gemini(usage: object) -> Usage:
+    """A Gemini ``usageMetadata`` object as `Usage` (shaped like OpenAI's: cached in prompt).
+
+    Input is ``promptTokenCount`` (required; it includes ``cachedContentTokenCount``, which
+    becomes cache reads) plus ``toolUsePromptTokenCount``; output is ``candidatesTokenCount``
+    plus ``thoughtsTokenCount`` (thinking is billed as output). ``candidatesTokenCount`` is
+    required, except that its absence is read as 0 when ``totalTokenCount`` proves it (equal
+    to the sum of the other counts). Absent breakdowns are 0; a null one is not trusted.
+
+    Raises:
+        UsageParseError: not an object, or a needed count missing, null or not an int >= 0.
+    """
+    if not isinstance(usage, Mapping):
+        raise UsageParseError(f"{_GEMINI_WHERE}: expected an object, got {usage!r:.80}")
+    prompt = _tokens(usage, "promptTokenCount", _GEMINI_WHERE, required=True)
+    cached = _gemini_extra(usage, "cachedContentTokenCount")
+    thoughts = _gemini_extra(usage, "thoughtsTokenCount")
+    tool = _gemini_extra(usage, "toolUsePromptTokenCount")
+    if usage.get("candidatesTokenCount") is None and "candidatesTokenCount" not in usage:
+        total = usage.get("totalTokenCount")
+        if type(total) is not int or total != prompt + thoughts + tool:
+            raise UsageParseError(
+                f"{_GEMINI_WHERE}.candidatesTokenCount is missing (and totalTokenCount does not "
+                "show it is 0): the cost cannot be known"
+            )
+        candidates = 0
+    else:
+        candidates = _tokens(usage, "candidatesTokenCount", _GEMINI_WHERE, required=True)
+    if cached > prompt:
+        raise UsageParseError(
+            f"{_GEMINI_WHERE}: cachedContentTokenCount={cached} > promptTokenCount={prompt}"
+        )
+    return Usage(
+        input_tokens=prompt - cached + tool,
+        output_tokens=candidates + thoughts,
+        cache_read_tokens=cached,
+        shape="openai",
+    )
+
+
 # -- responses ---------------------------------------------------------------------------------
 
 _USAGE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _gemini_final(chunk: Mapping[str, Any]) -> bool:
+    """Whether a Gemini stream chunk is the last: a candidate has a ``finishReason``, or the
+    prompt was blocked."""
+    feedback = chunk.get("promptFeedback")
+    if isinstance(feedback, Mapping) and feedback.get("blockReason"):
+        return True
+    candidates = chunk.get("candidates")
+    return isinstance(candidates, list) and any(
+        isinstance(c, Mapping) and c.get("finishReason") for c in candidates
+    )
 
 
 class UsageReader:
@@ -530,6 +716,8 @@ class UsageReader:
         self._start: dict[str, Any] | None = None  # anthropic message_start usage
         self._delta: Mapping[str, Any] | None = None  # anthropic last message_delta usage
         self.stream_error: str | None = None
+        self.model: str | None = None  # the model the response says answered, if it says
+        self._final = False  # gemini: the last usage seen came with a finishReason
 
     @property
     def sse(self) -> bool:
@@ -656,17 +844,29 @@ class UsageReader:
             return
         self._event_payload(event.decode(errors="replace"), payload)
 
+    def _note_model(self, payload: Mapping[str, Any]) -> None:
+        for value in (payload.get("modelVersion"), payload.get("model")):
+            if isinstance(value, str) and value:
+                self.model = value[:200]
+                return
+
     def _event_payload(self, event: str, payload: dict[str, Any]) -> None:
         kind = payload.get("type", event)
         if kind == "error" or event == "error":
             self.stream_error = str(payload.get("error", payload))[:200]
         seen = False
-        if self.endpoint.provider == "anthropic":
+        if self.endpoint.provider == "gemini":
+            if isinstance(payload.get("usageMetadata"), Mapping):
+                self._openai = payload["usageMetadata"]
+                self._final = _gemini_final(payload)
+                self._note_model(payload)
+                seen = True
+        elif self.endpoint.provider == "anthropic":
             if kind == "message_start":
                 message = payload.get("message")
-                usage = message.get("usage") if isinstance(message, Mapping) else None
-                if isinstance(usage, Mapping):
-                    self._start = dict(usage)
+                if isinstance(message, Mapping) and isinstance(message.get("usage"), Mapping):
+                    self._start = dict(message["usage"])
+                    self._note_model(message)
                     seen = True
             elif kind == "message_delta" and isinstance(payload.get("usage"), Mapping):
                 self._delta = payload["usage"]
@@ -675,9 +875,11 @@ class UsageReader:
             response = payload.get("response")
             if isinstance(response, Mapping) and isinstance(response.get("usage"), Mapping):
                 self._openai = response["usage"]
+                self._note_model(response)
                 seen = True
         elif isinstance(payload.get("usage"), Mapping):
             self._openai = payload["usage"]
+            self._note_model(payload)
             seen = True
         if seen:
             self._unsure = False
@@ -702,12 +904,27 @@ class UsageReader:
             raise UsageParseError(
                 f"response body is not JSON: {bytes(self._body[:80])!r}"
             ) from None
+        if self.endpoint.provider == "gemini":
+            return self._finish_gemini_json(payload)
         if not isinstance(payload, dict):
             raise UsageParseError(f"response body is not a JSON object: {payload!r:.80}")
+        self._note_model(payload)
         usage = payload.get("usage")
         if usage is None or (isinstance(usage, Mapping) and not usage):
             return None
         return self._usage(usage)
+
+    def _finish_gemini_json(self, payload: object) -> Usage | None:
+        # A response object, or a stream sent as a JSON array of them (no ``alt=sse``): the
+        # last one carrying usageMetadata has the final counts.
+        chunks = payload if isinstance(payload, list) else [payload]
+        for chunk in reversed(chunks):
+            if not isinstance(chunk, dict):
+                raise UsageParseError(f"response is not a JSON object: {chunk!r:.80}")
+            if "usageMetadata" in chunk:
+                self._note_model(chunk)
+                return usage_from_gemini(chunk["usageMetadata"])
+        return None
 
     def _finish_sse(self) -> Usage | None:
         if self._line or self._line_over or self._data or self._event_over:
@@ -730,9 +947,13 @@ class UsageReader:
             return usage_from_anthropic({**self._start, **final})
         if self._openai is None or not self._openai:
             return None
+        if self.endpoint.provider == "gemini" and not self._final:
+            return None  # every chunk has usageMetadata; only the last one's counts are final
         return self._usage(self._openai)
 
     def _usage(self, usage: object) -> Usage:
+        if self.endpoint.provider == "gemini":
+            return usage_from_gemini(usage)
         if self.endpoint.provider == "anthropic":
             return usage_from_anthropic(usage)
         return usage_from_openai(usage, embeddings=self.endpoint.kind == "embeddings")

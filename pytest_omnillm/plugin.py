@@ -132,6 +132,7 @@ class LLMBudgetPlugin:
             enforce=settings.budget.micros is not None or limit is not None,
             worker=worker_input.get("workerid", ""),
             count_replays=settings.budget_replays,
+            model_map=settings.model_map,
         )
         self.tests: list[dict[str, Any]] = []
         self.outside: list[dict[str, Any]] = []

@@ -76,7 +76,7 @@ def redact_text(text: str) -> str:
 
 
 NO_MODEL = "(no model)"
-_NOT_CHARGED = ("refused", "unknown-model", "unpriced")
+_NOT_CHARGED = ("refused", "unknown-model", "unpriced", "free")
 
 
 @dataclass
@@ -142,6 +142,12 @@ class SpendSummary:
         return [r for r in self.requests if r["status"] in statuses]
 
     @property
+    def warned(self) -> list[dict[str, Any]]:
+        """Requests whose response named another model than the mapped one they were priced
+        as (Azure OpenAI deployments, ``--llm-model-map``)."""
+        return [r for r in self.requests if r.get("warning")]
+
+    @property
     def replayed(self) -> list[dict[str, Any]]:
         """Requests answered by a mock or a cassette (no network connection)."""
         return [r for r in self.requests if r.get("replayed")]
@@ -163,6 +169,8 @@ class SpendSummary:
                 "requests": len(self.requests),
                 "refused": len(self.with_status("refused", "unknown-model")),
                 "unpriced": len(self.with_status("unpriced")),
+                "free": len(self.with_status("free")),
+                "model_warnings": [r["warning"] for r in self.warned],
                 "replayed": {
                     "requests": len(replayed),
                     "if_live": sum(int(r.get("if_live") or 0) for r in replayed),
@@ -386,6 +394,18 @@ def render(summary: SpendSummary, top: int) -> list[str]:
         lines.append(
             f"UNPRICED: {len(unpriced)} request(s) not counted in the spend above, to "
             f"{shown}: add prices with --llm-prices FILE or choose --llm-fallback-model MODEL"
+        )
+    free = summary.with_status("free")
+    if free:
+        names = sorted({f"{_model(r)} ({r['endpoint']})" for r in free})
+        lines.append(f"free (not charged): {len(free)} request(s) to {', '.join(names[:top])}")
+    warned = summary.warned
+    if warned:
+        lines.append("model warnings (the response names another model than the one priced):")
+        lines += _capped(
+            _grouped((shorten(str(r["warning"]), 200), str(r["test"])) for r in warned),
+            top,
+            "warning(s)",
         )
     kept = [r for r in summary.with_status("no-usage", "unparsed", "failed") if r["charged"]]
     if kept:

@@ -17,8 +17,16 @@ settles both reservations when the response's usage arrives:
 
 With no budget anywhere, trackers are unlimited (no amount is ever refused) and nothing is
 refused; a model missing from the price table is then reported as ``"unpriced"`` (never
-silently $0). With a budget, such a request is refused (`LLMUnknownModel`) unless a fallback
+silently $0). With any budget in force (options, environment, ini, session budget, or only the
+test's ``llm_budget`` marker), such a request is refused (`LLMUnknownModel`) unless a fallback
 model prices it.
+
+Free endpoints (Gemini ``countTokens``) are listed with status ``"free"``: never reserved,
+never charged, never refused. An Azure OpenAI deployment is priced as the model the model map
+(``--llm-model-map``) gives it, else as the fallback model, else it cannot be priced (refused
+under a budget, ``"unpriced"`` without one). The model the response says answered is recorded
+(``response_model``); when it disagrees with a mapped or fallback model, the record carries a
+``warning`` that the terminal summary shows.
 
 A response that came from no network connection (a mock, a cassette replay; see
 ``intercept``) is recorded with ``replayed=True`` and its would-be cost in ``if_live``; its
@@ -28,15 +36,20 @@ charged like a live call.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import re
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from omnillm_sim.budget import BudgetStats, BudgetTracker, check_budget_invariants
 from omnillm_sim.errors import (
     BudgetExceeded,
+    ConfigError,
     InvalidValueError,
     InvariantViolation,
     UnknownModelError,
@@ -207,6 +220,10 @@ class RequestRecord:
     if_live: MicroDollar | None = None
     worker: str = ""
     ledger_id: int | None = None
+    deployment: str | None = None
+    model_source: str = ""
+    response_model: str | None = None
+    warning: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -251,8 +268,11 @@ class BudgetSession:
         enforce: bool,
         worker: str = "",
         count_replays: bool = False,
+        model_map: Mapping[str, str] | None = None,
     ) -> None:
         self.prices = prices
+        self.model_map = dict(model_map or {})
+        self._check_model_map()
         self.estimator: Estimator = get_estimator(
             "upper-bound", default_max_output=default_max_output
         )
@@ -266,6 +286,24 @@ class BudgetSession:
         self.outside: list[RequestRecord] = []
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
+
+    def _check_model_map(self) -> None:
+        """Every mapped model must have a price (a typo would refuse or drop every call).
+
+        Raises:
+            ConfigError: a mapped model the price table does not know (fallback aside).
+        """
+        strict = self.prices.with_fallback(None)
+        for deployment, model in self.model_map.items():
+            try:
+                strict.price(model)
+            except (UnknownModelError, InvalidValueError):
+                raise ConfigError(
+                    "llm_model_map",
+                    f"{deployment}={model}",
+                    f"maps to {model!r}, which has no price in the {self.prices.name!r} "
+                    "catalogue (add it with --llm-prices FILE)",
+                ) from None
 
     # -- tests ------------------------------------------------------------------------------
 
@@ -295,19 +333,35 @@ class BudgetSession:
         __tracebackhide__ = True
         test = self.current
         nodeid = test.nodeid if test is not None else OUTSIDE_TESTS
-        parsed = parse_request(info.endpoint, info.body, info.content_encoding)
+        parsed = parse_request(
+            info.endpoint,
+            info.body,
+            info.content_encoding,
+            model_map=self.model_map,
+            fallback_model=self.prices.fallback,
+            body_names_deployment=_azure_without_deployment(info),
+        )
         record = RequestRecord(
             seq=next(self._seq),
             test=nodeid,
             endpoint=info.endpoint.name,
             url=redact_url(info.url),
-            model=parsed.model,
+            model=parsed.model or info.endpoint.model,
             stream=parsed.stream,
             worker=self.worker,
+            deployment=parsed.deployment,
+            model_source=parsed.model_source,
         )
         self._add(test, record)
+        if info.endpoint.free:  # countTokens: the provider does not bill it
+            record.status = "free"
+            record.detail = "free endpoint: not reserved, not charged"
+            return None
+        # Any budget in force refuses what it cannot price: the run's (options, environment,
+        # ini, session) or only this test's marker.
+        enforce = self.enforce or self._limited(test)
         if parsed.estimate_request is None:
-            if self.enforce:  # fail closed: what cannot be priced cannot be budgeted
+            if enforce:  # fail closed: what cannot be priced cannot be budgeted
                 raise self._refuse_unpriceable(record, test, parsed.problem, 0) from None
             record.status = "unpriced"
             record.detail = f"{parsed.problem}: not counted"
@@ -315,7 +369,7 @@ class BudgetSession:
         try:
             estimate = self.estimator.estimate(parsed.estimate_request, self.prices)
         except UnknownModelError as exc:
-            if self.enforce:
+            if enforce:
                 record.status = "unknown-model"
                 record.detail = str(exc)
                 error = _for_sdk(LLMUnknownModel)(
@@ -384,10 +438,13 @@ class BudgetSession:
         record.status = "refused"
         record.detail = f"{scope} budget: {reason}"
         record.available = max(limit - used, 0)
+        model = record.model or "?"
+        if record.deployment is not None and record.model is None:
+            model = f"Azure OpenAI deployment {record.deployment!r}"
         error = _for_sdk(LLMBudgetExceeded)(
             test=record.test,
             scope=scope,
-            model=record.model or "?",
+            model=model,
             requested=requested,
             available=record.available,
             limit=limit,
@@ -513,6 +570,28 @@ class _Flight:
             self._settle_from_body()
         except Exception as exc:  # never break the application's call
             self._keep("unparsed", f"plugin error {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):  # a warning never breaks the application's call
+            self._note_response_model()
+
+    def _note_response_model(self) -> None:
+        answered = self._reader.model if self._reader is not None else None
+        record = self.record
+        record.response_model = answered
+        if answered is None or record.model is None:
+            return
+        if record.model_source not in ("model map", "fallback"):
+            return
+        if _models_agree(record.model, answered, self._session.prices):
+            return
+        what = (
+            f"Azure OpenAI deployment {record.deployment!r}"
+            if record.deployment is not None
+            else "the request"
+        )
+        record.warning = (
+            f"{what} was priced as {record.model} ({record.model_source}), but the response "
+            f"says model {answered!r}: check --llm-model-map"
+        )
 
     def _settle_from_body(self) -> None:
         reader = self._reader
@@ -566,6 +645,38 @@ class _Flight:
             self._keep("no-usage", "response still unread at teardown (charged at the estimate)")
         else:
             self._keep("no-usage", "no response by teardown (charged at the estimate)")
+
+
+def _azure_without_deployment(info: RequestInfo) -> bool:
+    """An Azure OpenAI route that names its deployment in the body's ``model``: under
+    ``/openai/`` with an ``api-version`` query, but neither ``/deployments/`` nor the v1 API
+    (``/openai/v1/``, where ``model`` is a model name as on OpenAI)."""
+    if info.endpoint.provider != "openai" or info.endpoint.deployment is not None:
+        return False
+    parts = urlsplit(info.url)
+    return (
+        "/openai/" in parts.path
+        and "/openai/v1/" not in parts.path
+        and "api-version" in parse_qs(parts.query)
+    )
+
+
+_SNAPSHOT = re.compile(r"[0-9][0-9-]*")
+
+
+def _models_agree(priced: str, answered: str, prices: PriceTable) -> bool:
+    """Whether the response's model is the priced one: the same name, a dated or numbered
+    snapshot of it (``gpt-4o-2024-08-06``, ``gemini-2.0-flash-001``), or a name with the same
+    prices in the table."""
+    a, p = answered.removeprefix("models/"), priced.removeprefix("models/")
+    if a == p or (a.startswith(p + "-") and _SNAPSHOT.fullmatch(a[len(p) + 1 :])):
+        return True
+    strict = prices.with_fallback(None)
+    try:
+        x, y = strict.price(a), strict.price(p)
+    except (UnknownModelError, InvalidValueError):
+        return False
+    return (x.rates, x.tiers) == (y.rates, y.tiers)
 
 
 def _tokens(usage: Usage) -> dict[str, int]:

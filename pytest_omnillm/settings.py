@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "budget_from_marker",
     "check_report_path",
     "parse_budget",
+    "parse_model_map",
     "resolve",
 ]
 
@@ -46,6 +48,7 @@ class Option:
     help: str
     metavar: str
     switch: bool = False  # a flag without a value (its ini key takes true/false)
+    repeat: bool = False  # a flag given any number of times (its ini key takes lines)
 
 
 OPTIONS: dict[str, Option] = {
@@ -95,9 +98,19 @@ OPTIONS: dict[str, Option] = {
     "fallback_model": Option(
         "--llm-fallback-model",
         "llm_fallback_model",
-        "price models missing from the catalogue as this model (default: refuse them when a "
-        "budget is set, report them as unpriced otherwise)",
+        "price models missing from the catalogue, and unmapped Azure OpenAI deployments, as "
+        "this model (default: refuse them when any budget is in force, a test's "
+        "@pytest.mark.llm_budget included; report them as unpriced otherwise)",
         "MODEL",
+    ),
+    "model_map": Option(
+        "--llm-model-map",
+        "llm_model_map",
+        "price requests to Azure OpenAI deployment DEPLOYMENT (or naming model DEPLOYMENT) as "
+        "MODEL; repeatable (ini: one DEPLOYMENT=MODEL per line). An unmapped deployment is "
+        "priced by --llm-fallback-model, else refused under a budget and unpriced without one",
+        "DEPLOYMENT=MODEL",
+        repeat=True,
     ),
 }
 
@@ -110,11 +123,22 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(
                 option.flag, dest=f"llm_{key}", action="store_true", default=None, help=option.help
             )
+        elif option.repeat:
+            group.addoption(
+                option.flag,
+                dest=f"llm_{key}",
+                action="append",
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
         else:
             group.addoption(
                 option.flag, dest=f"llm_{key}", metavar=option.metavar, help=option.help
             )
-        if option.ini is not None:
+        if option.ini is not None and option.repeat:
+            parser.addini(option.ini, option.help, type="linelist", default=[])
+        elif option.ini is not None:
             parser.addini(option.ini, option.help, default=None)
 
 
@@ -172,6 +196,7 @@ class Settings:
     default_max_output: int = DEFAULT_MAX_OUTPUT
     fallback_model: str | None = None
     budget_replays: bool = False
+    model_map: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def for_test(self, item: pytest.Item) -> Settings:
         """These settings with the test's ``llm_budget`` marker (if any) applied.
@@ -216,6 +241,9 @@ def resolve(config: pytest.Config) -> Settings:
         found = _lookup(config, key)
         if found is not None:
             values[key] = _int_setting(found[0], found[1], f"llm_{key}", minimum=minimum)
+    found = _lookup(config, "model_map")
+    if found is not None:
+        values["model_map"] = parse_model_map(found[0], found[1])
     found = _lookup(config, "budget_replays")
     if found is not None:
         values["budget_replays"] = _bool_setting(found[0], found[1], "llm_budget_replays")
@@ -229,6 +257,35 @@ def resolve(config: pytest.Config) -> Settings:
                 check_report_path(text, found[1])
             values[key] = text
     return Settings(**values)
+
+
+def parse_model_map(entries: Iterable[object], source: str) -> dict[str, str]:
+    """``DEPLOYMENT=MODEL`` entries as a dict; blank entries are skipped.
+
+    Raises:
+        ConfigError: an entry without ``=``, with an empty side, or a deployment mapped twice
+            to different models, naming the entry and its source.
+    """
+    result: dict[str, str] = {}
+    for entry in entries:
+        text = str(entry).strip()
+        if not text:
+            continue
+        deployment, eq, model = (part.strip() for part in text.partition("="))
+        if not eq or not deployment or not model:
+            raise ConfigError(
+                "llm_model_map", entry, "must be DEPLOYMENT=MODEL, like prod-chat=gpt-4o",
+                source=source,
+            )
+        if result.get(deployment, model) != model:
+            raise ConfigError(
+                "llm_model_map",
+                entry,
+                f"maps {deployment!r} again (already to {result[deployment]!r})",
+                source=source,
+            )
+        result[deployment] = model
+    return result
 
 
 def _bool_setting(value: object, source: str, name: str) -> bool:

@@ -25,6 +25,7 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 import struct
 import threading
 import zlib
@@ -57,6 +58,9 @@ class Reply:
     stream_content_type: str | None = None
     big_chunk: int = 0
     encoding: str = ""  # "gzip", "br" or "zstd": compress a JSON reply with it
+    thoughts: int = 0  # Gemini thoughtsTokenCount (billed as output)
+    tool_use: int = 0  # Gemini toolUsePromptTokenCount (billed as input)
+    response_model: str | None = None  # the model the reply names (default: the request's)
 
 
 @dataclass
@@ -76,6 +80,8 @@ class Billed:
     output: int
     cached: int = 0
     cache_write: int = 0
+    thoughts: int = 0
+    tool_use: int = 0
 
 
 class FakeLLM:
@@ -150,6 +156,10 @@ class FakeLLM:
         if reply.garbage:
             self._send_raw(h, 200, b"<html>not json</html>", "application/json", reply.headers)
             return
+        gemini = _GEMINI_PATH.search(path)
+        if gemini is not None:
+            self._gemini(h, gemini.group(1), gemini.group(2), body, reply)
+            return
         kind = _kind(path)
         model = str(body.get("model", "?"))
         output = _output(reply, body, kind)
@@ -168,6 +178,8 @@ class FakeLLM:
             with self._lock:
                 self.billed.append(tokens)
         payload = _response(kind, body, tokens, reply.omit_usage)
+        if reply.response_model is not None:
+            payload["model"] = reply.response_model
         if reply.patch_usage and isinstance(payload.get("usage"), dict):
             payload["usage"] = _patched(payload["usage"], reply.patch_usage)
         if reply.encoding:
@@ -180,6 +192,47 @@ class FakeLLM:
             self._send_raw(h, 200, data, "application/json", headers)
         else:
             self._send_json(h, 200, payload, reply.headers)
+
+    def _gemini(
+        self, h: BaseHTTPRequestHandler, model: str, action: str, body: dict[str, Any], r: Reply
+    ) -> None:
+        """Gemini generateContent / streamGenerateContent (alt=sse, or a JSON array) /
+        countTokens (free: nothing billed)."""
+        if action == "countTokens":
+            self._send_json(h, 200, {"totalTokens": r.input}, r.headers)
+            return
+        config = body.get("generationConfig") or {}
+        output = int(r.output) if r.output != "max" else int(config.get("maxOutputTokens", 4096))
+        t = Billed(model, r.input, output, r.cached, thoughts=r.thoughts, tool_use=r.tool_use)
+        version = r.response_model or model
+        usage = None if r.omit_usage else _patched(_gemini_usage(t), r.patch_usage)
+        if action == "generateContent":
+            if usage is not None:
+                with self._lock:
+                    self.billed.append(t)
+            payload = _gemini_chunk("hi", "STOP", usage, version)
+            self._send_json(h, 200, payload, r.headers)
+            return
+        # A stream: every chunk carries usageMetadata, the first ones partial (prompt only).
+        partial = None if r.omit_usage else {
+            "promptTokenCount": t.input + t.cached,
+            "totalTokenCount": t.input + t.cached,
+        }
+        chunks = [
+            _gemini_chunk("h", None, partial, version),
+            _gemini_chunk("i", "STOP", usage, version),
+        ]
+        if not r.cut_stream and usage is not None:
+            with self._lock:
+                self.billed.append(t)
+        if "alt=sse" in h.path:
+            self._send_stream(h, [(None, c) for c in chunks], r)
+            return
+        if r.cut_stream:  # the JSON array stops in the middle
+            data = ("[" + json.dumps(chunks[0]) + ",\r\n").encode()
+        else:
+            data = ("[" + ",\r\n".join(json.dumps(c) for c in chunks) + "]").encode()
+        self._send_raw(h, 200, data, "application/json", r.headers)
 
     def _send_raw(
         self, h: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str, extra: dict[str, str]
@@ -282,6 +335,38 @@ def _decoded(raw: bytes, encoding: str) -> bytes:
                 from backports import zstd
             raw = bytes(zstd.decompress(raw))
     return raw
+
+
+_GEMINI_PATH = re.compile(r"models/([^/:]+):(generateContent|streamGenerateContent|countTokens)$")
+
+
+def _gemini_usage(t: Billed) -> dict[str, Any]:
+    """usageMetadata as the Gemini API sends it: zero breakdowns are left out (proto3 JSON)."""
+    usage: dict[str, Any] = {
+        "promptTokenCount": t.input + t.cached,
+        "candidatesTokenCount": t.output,
+        "totalTokenCount": t.input + t.cached + t.output + t.thoughts + t.tool_use,
+    }
+    if t.cached:
+        usage["cachedContentTokenCount"] = t.cached
+    if t.thoughts:
+        usage["thoughtsTokenCount"] = t.thoughts
+    if t.tool_use:
+        usage["toolUsePromptTokenCount"] = t.tool_use
+    return usage
+
+
+def _gemini_chunk(
+    text: str, finish: str | None, usage: dict[str, Any] | None, version: str
+) -> dict[str, Any]:
+    content = {"role": "model", "parts": [{"text": text}]}
+    candidate: dict[str, Any] = {"content": content, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    out: dict[str, Any] = {"candidates": [candidate], "modelVersion": version, "responseId": "r1"}
+    if usage is not None:
+        out["usageMetadata"] = usage
+    return out
 
 
 def _patched(usage: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -442,7 +527,7 @@ def _stream_events(
                 "id": "chatcmpl-1",
                 "object": obj,
                 "created": 1,
-                "model": t.model,
+                "model": reply.response_model or t.model,
                 "choices": [choice] if choice else [],
                 "usage": usage,
             }

@@ -145,11 +145,19 @@ def test_session_budget_alone_refuses_unreadable_bodies(harness: Harness, llm: F
     assert info.value.scope == "session" and llm.received == []
 
 
-def test_azure_deployment_path_names_the_model(harness: Harness, llm: FakeLLM) -> None:
+def test_azure_deployment_path_is_priced_through_the_model_map(
+    harness: Harness, llm: FakeLLM
+) -> None:
+    # A deployment name is not a model name, even one that looks like it (issue 16 item 5).
     body = {"messages": MSG, "max_tokens": 20}  # Azure OpenAI: no "model" in the body
+    with httpx2.Client() as client, pytest.raises(LLMBudgetExceeded, match="--llm-model-map"):
+        client.post(llm.url + "/openai/deployments/test-model/chat/completions", json=body)
+    assert llm.received == []
+    harness.session.model_map = {"test-model": "test-model"}
     with httpx2.Client() as client:
         client.post(llm.url + "/openai/deployments/test-model/chat/completions", json=body)
-    (record,) = harness.records
+    refused, record = harness.records
+    assert refused.status == "refused" and "deployment" in refused.detail
     assert (record.model, record.status, record.actual) == ("test-model", "ok", 20)
 
 
