@@ -1,4 +1,4 @@
-"""Gemini: the real google-genai SDK (sync and async, on httpx2) against the fake server.
+"""Gemini: the real google-genai SDK (sync; async on aiohttp and on httpx2) against the fake server.
 
 URL shapes: Developer API ``/v1beta/models/M:generateContent`` (the SDK's), ``/v1/models/...``
 and Vertex AI ``/v1/projects/P/locations/L/publishers/google/models/M:...``. The model comes
@@ -111,11 +111,26 @@ def test_generate_content_stream_settles_from_the_last_chunk(
     assert record.actual == 44
 
 
-def test_the_async_client_runs_on_httpx2_and_is_settled(harness: Harness, llm: FakeLLM) -> None:
-    # google-genai's async client sends through httpx2.AsyncClient while aiohttp is not
-    # installed (through aiohttp when it is): either way each call is budgeted once.
+@pytest.mark.parametrize("library", ["aiohttp", "httpx2"])
+def test_the_async_client_is_settled_on_either_transport(
+    harness: Harness, llm: FakeLLM, library: str
+) -> None:
+    # google-genai's async client sends through aiohttp when aiohttp is installed (it is in the
+    # dev extra), and through httpx2.AsyncClient when given a transport or without aiohttp.
+    # Each path is budgeted once, by its own interception.
+    kw: dict[str, Any] = {}
+    if library == "httpx2":
+        kw["async_client_args"] = {"transport": httpx2.AsyncHTTPTransport()}
+    options = types.HttpOptions(
+        base_url=llm.url, retry_options=types.HttpRetryOptions(attempts=1), **kw
+    )
+    sdk = genai.Client(api_key="k", http_options=options)
+    _clients.append(sdk)
+    # the precondition: the SDK really takes the path this case is about
+    assert sdk._api_client._use_aiohttp() is (library == "aiohttp")
+
     async def go() -> None:
-        aio = client(llm).aio
+        aio = sdk.aio
         r = await aio.models.generate_content(model="test-model", contents="hi", config=config())
         assert r.text == "hi"
         stream = await aio.models.generate_content_stream(
