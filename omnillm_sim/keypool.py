@@ -349,40 +349,40 @@ class LeastLoadedStrategy:
         for i, key in enumerate(keys):
             key.cap.watch = partial(self._dirty.add, i)
             key.rpm.watch = partial(self._logged, i)
+            # entries logged before this strategy first saw the pool expire too
+            self._expiries.extend((t + key.rpm._window_us, i) for t in key.rpm._log)
+        heapq.heapify(self._expiries)
 
     def _logged(self, i: int) -> None:
         key = self._keys[i]  # type: ignore[index]
         self._dirty.add(i)
-        heapq.heappush(self._expiries, (key.rpm._last + to_micros(key.rpm.window), i))
+        heapq.heappush(self._expiries, (key.rpm._last + key.rpm._window_us, i))
 
-    def _sync(self, now: float) -> None:
+    def _sync(self, now: float, now_us: int) -> None:
         expiries, dirty = self._expiries, self._dirty
-        if expiries:
-            now_us = to_micros(now)
-            while expiries and expiries[0][0] < now_us:  # an entry counts until exactly then
-                dirty.add(heapq.heappop(expiries)[1])
+        while expiries and expiries[0][0] < now_us:  # an entry counts until exactly then
+            dirty.add(heapq.heappop(expiries)[1])
         if dirty:
             keys, version, heap = self._keys, self._version, self._heap
             assert keys is not None
+            push = heapq.heappush
             for i in dirty:
                 key = keys[i]
-                version[i] += 1
+                v = version[i] = version[i] + 1
                 cap = key.cap
-                heapq.heappush(heap, (cap.inflight / cap.limit, key.rpm.count(now), i,
-                                      version[i]))
+                push(heap, (cap._inflight / cap._limit, key.rpm.count_at(now, now_us), i, v))
             dirty.clear()
             if len(heap) > 4 * len(keys) + 64:  # drop superseded entries now and then
                 self._heap = [e for e in heap if e[3] == version[e[2]]]
                 heapq.heapify(self._heap)
 
     def choose(self, view: PoolView) -> int | None:
-        keys = getattr(view, "keys", None)
-        now = getattr(view, "now", None)
-        if keys is None or now is None:
+        if type(view) is not _View:
             return least_loaded_scan(view)
+        keys = view.keys
         if keys is not self._keys:
             self._attach(keys)
-        self._sync(now)
+        self._sync(view.now, view.now_us)
         heap, version = self._heap, self._version
         aside: list[tuple[float, int, int, int]] = []
         chosen: int | None = None
@@ -470,9 +470,14 @@ def make_strategy(name: str, *, rng: random.Random, attempt_cap: int = 5) -> Str
 
 
 class _View:
-    """The pool as one request sees it at one moment (``tokens`` at ``now``)."""
+    """The pool as one request sees it at one moment (``tokens`` at ``now``).
 
-    __slots__ = ("keys", "now", "rate_in_selection", "tokens")
+    ``now`` is converted to microseconds once per request, not once per key looked at; the
+    answers are those of `KeyState.available`, `InflightTokenCap.test`,
+    `SlidingWindowLog.test` and `TokenBucket.test` at ``now``.
+    """
+
+    __slots__ = ("keys", "now", "now_us", "rate_in_selection", "tokens")
 
     def __init__(
         self, keys: Sequence[KeyState], tokens: int, now: float, rate_in_selection: bool
@@ -480,31 +485,40 @@ class _View:
         self.keys = keys
         self.tokens = tokens
         self.now = now
+        self.now_us = to_micros(now)
         self.rate_in_selection = rate_in_selection
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def available(self, i: int) -> bool:
-        return self.keys[i].available(self.now)
+        key = self.keys[i]
+        if key.dead:
+            return False
+        cool = key._cool_us
+        if cool is not None and self.now_us < cool:
+            return False
+        return key.breaker.allow(self.now)
 
     def has_room(self, i: int) -> bool:
-        return bool(self.keys[i].cap.test(self.tokens, self.now))
+        return self.keys[i].cap.has_room_at(self.tokens, self.now, self.now_us)
 
     def rate_ok(self, i: int) -> bool:
         key = self.keys[i]
-        if not key.rpm.test(self.now):
+        rpm = key.rpm
+        if rpm.count_at(self.now, self.now_us) >= rpm.limit:
             return False
         return key.bucket is None or bool(key.bucket.test(self.tokens, self.now))
 
     def fits(self, i: int) -> bool:
-        if not self.has_room(i):
+        if not self.keys[i].cap.has_room_at(self.tokens, self.now, self.now_us):
             return False
         return not self.rate_in_selection or self.rate_ok(i)
 
     def load(self, i: int) -> tuple[float, int]:
         key = self.keys[i]
-        return (key.cap.inflight / key.cap.limit, key.rpm.count(self.now))
+        cap = key.cap
+        return (cap.inflight / cap.limit, key.rpm.count_at(self.now, self.now_us))
 
 
 class KeyPool:

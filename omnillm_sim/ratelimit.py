@@ -114,7 +114,7 @@ class SlidingWindowLog:
         self._admitted = 0
         self._rejected = 0
         self._peak = 0
-        self.watch: Callable[[], object] | None = None  # called after each admission
+        self.watch: Callable[[], object] | None = None  # called after the log gains or loses one
 
     @property
     def limit(self) -> int:
@@ -136,6 +136,17 @@ class SlidingWindowLog:
         """Admissions in the closed interval ``[now - window, now]``."""
         self._prune(now)
         return len(self._log)
+
+    def count_at(self, now: float, now_us: int) -> int:
+        """`count` with ``now`` already in microseconds (``now_us == to_micros(now)``): the
+        key pool converts a request's time once, not once per key it looks at."""
+        if now_us < self._last:
+            _check_now(now, self._last)  # raises: time went backwards
+        self._last = now_us
+        log, window = self._log, self._window_us
+        while log and now_us - log[0] > window:
+            log.popleft()
+        return len(log)
 
     def test(self, now: float) -> Decision:
         """Would `try_acquire` admit at ``now``? Consumes nothing."""
@@ -174,6 +185,8 @@ class SlidingWindowLog:
         for i in range(len(self._log) - 1, -1, -1):
             if self._log[i] == at_us:
                 del self._log[i]
+                if self.watch is not None:
+                    self.watch()
                 return True
         return False
 
@@ -228,6 +241,14 @@ class InflightTokenCap:
             f"in-flight tokens {self._inflight} + {tokens} > cap {self._limit}",
             None,
         )
+
+    def has_room_at(self, tokens: int, now: float, now_us: int) -> bool:
+        """``bool(test(tokens, now))`` with ``now`` already in microseconds
+        (``now_us == to_micros(now)``; see `SlidingWindowLog.count_at`)."""
+        if now_us < self._last:
+            _check_now(now, self._last)  # raises: time went backwards
+        self._last = now_us
+        return self._inflight + tokens <= self._limit
 
     def try_acquire(self, tokens: int, now: float) -> Decision:
         """Hold ``tokens`` until `release`, or refuse."""
