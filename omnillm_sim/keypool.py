@@ -272,7 +272,7 @@ class OmnillmStrategy:
         self.last_attempts = 0
         if n == 0:
             return None
-        start = self.rng.randrange(n)
+        start = _randrange(self.rng)(n)
         for i in range(n):
             if self.last_attempts >= self.attempt_cap:
                 return None
@@ -298,9 +298,10 @@ class RoundRobinStrategy:
 
     def choose(self, view: PoolView) -> int | None:
         n = len(view)
+        usable = _usable_lighter(view)[0]
         for i in range(n):
             k = (self.cursor + i) % n
-            if view.available(k) and view.fits(k):
+            if usable(k):
                 self.cursor = (k + 1) % n
                 return k
         return None
@@ -392,7 +393,7 @@ class LeastLoadedStrategy:
             if entry[3] != version[i]:
                 heapq.heappop(heap)
                 continue
-            if view.available(i) and view.fits(i):
+            if view.usable(i):
                 chosen = i
                 break
             aside.append(heapq.heappop(heap))
@@ -402,6 +403,31 @@ class LeastLoadedStrategy:
 
     def __repr__(self) -> str:
         return "<LeastLoadedStrategy>"
+
+
+def _randrange(rng: random.Random) -> Callable[[int], int]:
+    """``rng.randrange`` for one argument; a plain `random.Random`'s ``_randbelow``, which
+    ``randrange(n)`` returns after checking its arguments (the same numbers, less work)."""
+    if type(rng).randrange is random.Random.randrange and hasattr(rng, "_randbelow"):
+        return rng._randbelow  # type: ignore[no-any-return]
+    return rng.randrange
+
+
+def _usable_lighter(
+    view: PoolView,
+) -> tuple[Callable[[int], bool], Callable[[int, int], int]]:
+    """``available and fits``, and the less loaded of ``(a, b)`` (ties: ``a``), from the
+    pool's own view in one call each, or composed from any other view's methods."""
+    if type(view) is _View:
+        return view.usable, view.lighter
+
+    def usable(i: int) -> bool:
+        return view.available(i) and view.fits(i)
+
+    def lighter(a: int, b: int) -> int:
+        return b if view.load(b) < view.load(a) else a
+
+    return usable, lighter
 
 
 SAMPLE_FROM = 16
@@ -425,14 +451,15 @@ class PowerOfTwoStrategy:
     def choose(self, view: PoolView) -> int | None:
         n = len(view)
         if n > SAMPLE_FROM:
-            randrange = self.rng.randrange
+            randrange = _randrange(self.rng)
+            usable, lighter = _usable_lighter(view)
             for _ in range(_DRAWS):
                 a = randrange(n)
-                if view.available(a) and view.fits(a):
+                if usable(a):
                     for _ in range(_DRAWS):
                         b = randrange(n)
-                        if b != a and view.available(b) and view.fits(b):
-                            return b if view.load(b) < view.load(a) else a
+                        if b != a and usable(b):
+                            return lighter(a, b)
                     break
         fitting = [k for k in range(n) if view.available(k) and view.fits(k)]
         if len(fitting) <= 1:
@@ -519,6 +546,30 @@ class _View:
         key = self.keys[i]
         cap = key.cap
         return (cap.inflight / cap.limit, key.rpm.count_at(self.now, self.now_us))
+
+    def usable(self, i: int) -> bool:
+        """``available(i) and fits(i)`` in one call (the strategies' hot path)."""
+        key = self.keys[i]
+        if key.dead:
+            return False
+        cool = key._cool_us
+        if cool is not None and self.now_us < cool:
+            return False
+        if not key.breaker.allow(self.now):
+            return False
+        if not key.cap.has_room_at(self.tokens, self.now, self.now_us):
+            return False
+        return not self.rate_in_selection or self.rate_ok(i)
+
+    def lighter(self, a: int, b: int) -> int:
+        """``b if load(b) < load(a) else a``."""
+        ka, kb = self.keys[a], self.keys[b]
+        now, now_us = self.now, self.now_us
+        count_b = kb.rpm.count_at(now, now_us)  # both pruned, in `load`'s order
+        count_a = ka.rpm.count_at(now, now_us)
+        fa = ka.cap._inflight / ka.cap._limit
+        fb = kb.cap._inflight / kb.cap._limit
+        return b if fb < fa or (fb == fa and count_b < count_a) else a
 
 
 class KeyPool:

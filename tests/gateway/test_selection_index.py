@@ -262,6 +262,11 @@ def test_the_per_request_view_answers_as_each_keys_own_methods(
                      ref_load(key, now)) for key in pool.keys]
         view = _View(pool.keys, tokens, now, safe)
         assert [(view.available(k), view.fits(k), view.load(k)) for k in range(n)] == expected
+        assert [view.usable(k) for k in range(n)] == [a and f for a, f, _ in expected]
+        for a in range(n):
+            for b in range(n):
+                lighter = b if expected[b][2] < expected[a][2] else a
+                assert view.lighter(a, b) == lighter
 
 
 def test_least_loaded_sees_an_rpm_entry_stop_counting_one_microsecond_past_the_window() -> None:
