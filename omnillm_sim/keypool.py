@@ -26,7 +26,11 @@ Cost per choice, flat in the number of keys where the straightforward scan is li
 limiters moved (their ``watch`` hook) or whose RPM window lost an entry with time, and takes
 the first available, fitting key from the top; ``power-of-two`` over more than
 `SAMPLE_FROM` keys draws keys at random until two distinct ones fit (a uniform pair of
-fitting keys, as the scan-and-sample it falls back to after a few misses).
+fitting keys, as the scan-and-sample it falls back to after a few misses). The pool's
+per-request view converts ``now`` to microseconds once and answers "available and fits" in
+one call per key. What stays linear: ``omnillm`` and ``round-robin`` walk past unavailable
+and non-fitting keys one by one (free when most keys fit), and `KeyPool.explain` (the
+detail of a refusal) counts every key.
 """
 
 from __future__ import annotations
