@@ -6,6 +6,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from omnillm_sim.errors import InvalidValueError
 from omnillm_sim.ratelimit import InflightTokenCap, SlidingWindowLog, TokenBucket
+from omnillm_sim.timebase import to_micros
 
 # -- SlidingWindowLog ------------------------------------------------------------------------
 
@@ -100,7 +101,10 @@ class WindowMachine(RuleBasedStateMachine):
 
     @rule(peek=st.booleans())
     def acquire(self, peek: bool) -> None:
-        recent = sum(1 for a in self.admitted if self.now - a <= self.window)
+        # the log keeps integer microseconds (timebase): an entry counts while its age in
+        # microseconds is <= the window's, also after a step far below a microsecond
+        now_us, window_us = to_micros(self.now), to_micros(self.window)
+        recent = sum(1 for a in self.admitted if now_us - to_micros(a) <= window_us)
         if peek:
             assert bool(self.w.test(self.now)) == (recent < self.limit)
             return
@@ -112,7 +116,8 @@ class WindowMachine(RuleBasedStateMachine):
     @invariant()
     def never_more_than_limit_in_a_closed_window(self) -> None:
         for i, start in enumerate(self.admitted):
-            inside = [a for a in self.admitted[i:] if a - start <= self.window]
+            inside = [a for a in self.admitted[i:]
+                      if to_micros(a) - to_micros(start) <= to_micros(self.window)]
             assert len(inside) <= self.limit, (start, inside)
 
 
