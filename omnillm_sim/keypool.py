@@ -30,7 +30,7 @@ fitting keys, as the scan-and-sample it falls back to after a few misses). The p
 per-request view converts ``now`` to microseconds once and answers "available and fits" in
 one call per key. What stays linear: ``omnillm`` and ``round-robin`` walk past unavailable
 and non-fitting keys one by one (free when most keys fit), and `KeyPool.explain` (the
-detail of a refusal) counts every key.
+detail of a refusal) counts every key, in one pass.
 """
 
 from __future__ import annotations
@@ -642,23 +642,28 @@ class KeyPool:
         """
         view = _View(self.keys, tokens, now, self.rate_in_selection)
         reasons: dict[str, int] = {}
-        for key in self.keys:
-            why = key.unavailable_reason(now)
-            if why:
+        available = fitting = 0
+        first: KeyState | None = None  # the first available key with in-flight room
+        for i, key in enumerate(self.keys):  # one pass: a refusal reads each key once
+            if not view.available(i):
+                why = key.unavailable_reason(now)
                 reasons[why] = reasons.get(why, 0) + 1
-        available = [i for i in range(len(self.keys)) if view.available(i)]
+                continue
+            available += 1
+            if view.has_room(i):
+                if first is None:
+                    first = key
+                if not self.rate_in_selection or view.rate_ok(i):
+                    fitting += 1
         if not available:
             parts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
             return False, f"no available key ({parts})"
-        roomy = [i for i in available if view.has_room(i)]
-        if not roomy:
+        if first is None:
             return False, (
                 f"no available key has in-flight room for {tokens} tokens"
-                f" ({len(available)} available)"
+                f" ({available} available)"
             )
-        fitting = [i for i in roomy if view.fits(i)]
         if not fitting:
-            first = self.keys[roomy[0]]
             why = first.rpm.test(now).reason or (
                 first.bucket.test(tokens, now).reason if first.bucket is not None else ""
             )
@@ -667,7 +672,7 @@ class KeyPool:
             )
         cap = getattr(self.strategy, "attempt_cap", None)
         return False, (
-            f"attempt cap ({cap}) reached: {len(fitting)} of {len(available)} available keys"
+            f"attempt cap ({cap}) reached: {fitting} of {available} available keys"
             " had room but were not tried"
         )
 

@@ -290,3 +290,47 @@ def test_a_selection_earlier_than_a_key_has_seen_is_refused(strategy: str) -> No
     with pytest.raises(InvalidValueError, match=r"now\(=9\.999999\) must be >= 10"):
         pool.select(10, 9.999999)
     assert pool.select(10, 10.0) == 0
+
+
+def ref_explain(pool: KeyPool, tokens: int, now: float, safe: bool) -> tuple[bool, str]:
+    """`KeyPool.explain` as it was written first: a list per stage, each key's methods."""
+    keys = pool.keys
+    reasons: dict[str, int] = {}
+    for key in keys:
+        why = key.unavailable_reason(now)
+        if why:
+            reasons[why] = reasons.get(why, 0) + 1
+    available = [i for i in range(len(keys)) if ref_available(keys[i], now)]
+    if not available:
+        parts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+        return False, f"no available key ({parts})"
+    roomy = [i for i in available if keys[i].cap.test(tokens, now)]
+    if not roomy:
+        return False, (f"no available key has in-flight room for {tokens} tokens"
+                       f" ({len(available)} available)")
+    fitting = [i for i in roomy if ref_fits(keys[i], tokens, now, safe)]
+    if not fitting:
+        first = keys[roomy[0]]
+        why = first.rpm.test(now).reason or (
+            first.bucket.test(tokens, now).reason if first.bucket is not None else "")
+        return True, f"every available key with room is rate limited (e.g. {first.label!r}: {why})"
+    cap = getattr(pool.strategy, "attempt_cap", None)
+    return False, (f"attempt cap ({cap}) reached: {len(fitting)} of {len(available)} available"
+                   " keys had room but were not tried")
+
+
+@settings(max_examples=150)
+@given(n=_N, rpm=st.integers(1, 4), tpms=_TPMS, ops=_OPS, safe=st.booleans())
+# a key whose RPM window is full still fits under the faithful policy, not under the safe one
+@example(n=2, rpm=1, tpms=[1000] * 40, ops=[("rpm", 0, 1, 0.0)], safe=False)
+@example(n=2, rpm=1, tpms=[1000] * 40, ops=[("rpm", 0, 1, 0.0)], safe=True)
+def test_a_refusals_detail_in_one_pass_says_what_the_staged_reference_says(
+    n: int, rpm: int, tpms: list[int], ops: list[tuple[str, int, int, float]], safe: bool,
+) -> None:
+    """Dead, cooling and breaker counts, no room, rate limited, attempt cap: the same words."""
+    pool = _pool("omnillm", n, rpm, tpms, safe, random.Random(0))
+    drive = _Driver(pool)
+    for op, i, tokens, dt in ops:
+        drive.apply(op, i, tokens, dt)
+        expected = ref_explain(pool, tokens, drive.now, safe)
+        assert pool.explain(tokens, drive.now) == expected
