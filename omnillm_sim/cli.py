@@ -626,7 +626,9 @@ def _add_plan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="first seed")
     parser.add_argument("--max-factor", type=float, default=64.0,
                         help="largest traffic multiplier tried")
-    parser.add_argument("--max-keys", type=int, default=256, help="largest key count tried")
+    parser.add_argument("--max-keys", type=int, default=256,
+                        help="largest key count tried (at most the scenario's limits.keys, "
+                        "100,000 unless raised)")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="relative precision of the traffic multiplier")
     parser.add_argument("--out", metavar="DIR", default=None,

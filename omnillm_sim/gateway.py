@@ -35,6 +35,7 @@ import enum
 import math
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -329,8 +330,8 @@ class GatewayConfig:
         for i, key in enumerate(self.keys):
             if not isinstance(key, KeyConfig):
                 raise ConfigError(f"keys[{i}]", key, "must be a KeyConfig")
-        labels = [k.label for k in self.keys]
-        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        counts = Counter(k.label for k in self.keys)  # linear: 100,000 keys are allowed
+        dupes = sorted(label for label, n in counts.items() if n > 1)
         if dupes:
             raise ConfigError("keys", dupes, "labels must be unique")
         get_policy(self.policy)

@@ -26,7 +26,11 @@ Cost per choice, flat in the number of keys where the straightforward scan is li
 limiters moved (their ``watch`` hook) or whose RPM window lost an entry with time, and takes
 the first available, fitting key from the top; ``power-of-two`` over more than
 `SAMPLE_FROM` keys draws keys at random until two distinct ones fit (a uniform pair of
-fitting keys, as the scan-and-sample it falls back to after a few misses).
+fitting keys, as the scan-and-sample it falls back to after a few misses). The pool's
+per-request view converts ``now`` to microseconds once and answers "available and fits" in
+one call per key. What stays linear: ``omnillm`` and ``round-robin`` walk past unavailable
+and non-fitting keys one by one (free when most keys fit), and `KeyPool.explain` (the
+detail of a refusal) counts every key, in one pass.
 """
 
 from __future__ import annotations
@@ -272,7 +276,7 @@ class OmnillmStrategy:
         self.last_attempts = 0
         if n == 0:
             return None
-        start = self.rng.randrange(n)
+        start = _randrange(self.rng)(n)
         for i in range(n):
             if self.last_attempts >= self.attempt_cap:
                 return None
@@ -298,9 +302,10 @@ class RoundRobinStrategy:
 
     def choose(self, view: PoolView) -> int | None:
         n = len(view)
+        usable = _usable_lighter(view)[0]
         for i in range(n):
             k = (self.cursor + i) % n
-            if view.available(k) and view.fits(k):
+            if usable(k):
                 self.cursor = (k + 1) % n
                 return k
         return None
@@ -349,40 +354,40 @@ class LeastLoadedStrategy:
         for i, key in enumerate(keys):
             key.cap.watch = partial(self._dirty.add, i)
             key.rpm.watch = partial(self._logged, i)
+            # entries logged before this strategy first saw the pool expire too
+            self._expiries.extend((t + key.rpm._window_us, i) for t in key.rpm._log)
+        heapq.heapify(self._expiries)
 
     def _logged(self, i: int) -> None:
         key = self._keys[i]  # type: ignore[index]
         self._dirty.add(i)
-        heapq.heappush(self._expiries, (key.rpm._last + to_micros(key.rpm.window), i))
+        heapq.heappush(self._expiries, (key.rpm._last + key.rpm._window_us, i))
 
-    def _sync(self, now: float) -> None:
+    def _sync(self, now: float, now_us: int) -> None:
         expiries, dirty = self._expiries, self._dirty
-        if expiries:
-            now_us = to_micros(now)
-            while expiries and expiries[0][0] < now_us:  # an entry counts until exactly then
-                dirty.add(heapq.heappop(expiries)[1])
+        while expiries and expiries[0][0] < now_us:  # an entry counts until exactly then
+            dirty.add(heapq.heappop(expiries)[1])
         if dirty:
             keys, version, heap = self._keys, self._version, self._heap
             assert keys is not None
+            push = heapq.heappush
             for i in dirty:
                 key = keys[i]
-                version[i] += 1
+                v = version[i] = version[i] + 1
                 cap = key.cap
-                heapq.heappush(heap, (cap.inflight / cap.limit, key.rpm.count(now), i,
-                                      version[i]))
+                push(heap, (cap._inflight / cap._limit, key.rpm.count_at(now, now_us), i, v))
             dirty.clear()
             if len(heap) > 4 * len(keys) + 64:  # drop superseded entries now and then
                 self._heap = [e for e in heap if e[3] == version[e[2]]]
                 heapq.heapify(self._heap)
 
     def choose(self, view: PoolView) -> int | None:
-        keys = getattr(view, "keys", None)
-        now = getattr(view, "now", None)
-        if keys is None or now is None:
+        if type(view) is not _View:
             return least_loaded_scan(view)
+        keys = view.keys
         if keys is not self._keys:
             self._attach(keys)
-        self._sync(now)
+        self._sync(view.now, view.now_us)
         heap, version = self._heap, self._version
         aside: list[tuple[float, int, int, int]] = []
         chosen: int | None = None
@@ -392,7 +397,7 @@ class LeastLoadedStrategy:
             if entry[3] != version[i]:
                 heapq.heappop(heap)
                 continue
-            if view.available(i) and view.fits(i):
+            if view.usable(i):
                 chosen = i
                 break
             aside.append(heapq.heappop(heap))
@@ -402,6 +407,31 @@ class LeastLoadedStrategy:
 
     def __repr__(self) -> str:
         return "<LeastLoadedStrategy>"
+
+
+def _randrange(rng: random.Random) -> Callable[[int], int]:
+    """``rng.randrange`` for one argument; a plain `random.Random`'s ``_randbelow``, which
+    ``randrange(n)`` returns after checking its arguments (the same numbers, less work)."""
+    if type(rng).randrange is random.Random.randrange and hasattr(rng, "_randbelow"):
+        return rng._randbelow  # type: ignore[no-any-return]
+    return rng.randrange
+
+
+def _usable_lighter(
+    view: PoolView,
+) -> tuple[Callable[[int], bool], Callable[[int, int], int]]:
+    """``available and fits``, and the less loaded of ``(a, b)`` (ties: ``a``), from the
+    pool's own view in one call each, or composed from any other view's methods."""
+    if type(view) is _View:
+        return view.usable, view.lighter
+
+    def usable(i: int) -> bool:
+        return view.available(i) and view.fits(i)
+
+    def lighter(a: int, b: int) -> int:
+        return b if view.load(b) < view.load(a) else a
+
+    return usable, lighter
 
 
 SAMPLE_FROM = 16
@@ -425,14 +455,15 @@ class PowerOfTwoStrategy:
     def choose(self, view: PoolView) -> int | None:
         n = len(view)
         if n > SAMPLE_FROM:
-            randrange = self.rng.randrange
+            randrange = _randrange(self.rng)
+            usable, lighter = _usable_lighter(view)
             for _ in range(_DRAWS):
                 a = randrange(n)
-                if view.available(a) and view.fits(a):
+                if usable(a):
                     for _ in range(_DRAWS):
                         b = randrange(n)
-                        if b != a and view.available(b) and view.fits(b):
-                            return b if view.load(b) < view.load(a) else a
+                        if b != a and usable(b):
+                            return lighter(a, b)
                     break
         fitting = [k for k in range(n) if view.available(k) and view.fits(k)]
         if len(fitting) <= 1:
@@ -470,9 +501,14 @@ def make_strategy(name: str, *, rng: random.Random, attempt_cap: int = 5) -> Str
 
 
 class _View:
-    """The pool as one request sees it at one moment (``tokens`` at ``now``)."""
+    """The pool as one request sees it at one moment (``tokens`` at ``now``).
 
-    __slots__ = ("keys", "now", "rate_in_selection", "tokens")
+    ``now`` is converted to microseconds once per request, not once per key looked at; the
+    answers are those of `KeyState.available`, `InflightTokenCap.test`,
+    `SlidingWindowLog.test` and `TokenBucket.test` at ``now``.
+    """
+
+    __slots__ = ("keys", "now", "now_us", "rate_in_selection", "tokens")
 
     def __init__(
         self, keys: Sequence[KeyState], tokens: int, now: float, rate_in_selection: bool
@@ -480,31 +516,64 @@ class _View:
         self.keys = keys
         self.tokens = tokens
         self.now = now
+        self.now_us = to_micros(now)
         self.rate_in_selection = rate_in_selection
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def available(self, i: int) -> bool:
-        return self.keys[i].available(self.now)
+        key = self.keys[i]
+        if key.dead:
+            return False
+        cool = key._cool_us
+        if cool is not None and self.now_us < cool:
+            return False
+        return key.breaker.allow(self.now)
 
     def has_room(self, i: int) -> bool:
-        return bool(self.keys[i].cap.test(self.tokens, self.now))
+        return self.keys[i].cap.has_room_at(self.tokens, self.now, self.now_us)
 
     def rate_ok(self, i: int) -> bool:
         key = self.keys[i]
-        if not key.rpm.test(self.now):
+        rpm = key.rpm
+        if rpm.count_at(self.now, self.now_us) >= rpm.limit:
             return False
         return key.bucket is None or bool(key.bucket.test(self.tokens, self.now))
 
     def fits(self, i: int) -> bool:
-        if not self.has_room(i):
+        if not self.keys[i].cap.has_room_at(self.tokens, self.now, self.now_us):
             return False
         return not self.rate_in_selection or self.rate_ok(i)
 
     def load(self, i: int) -> tuple[float, int]:
         key = self.keys[i]
-        return (key.cap.inflight / key.cap.limit, key.rpm.count(self.now))
+        cap = key.cap
+        return (cap.inflight / cap.limit, key.rpm.count_at(self.now, self.now_us))
+
+    def usable(self, i: int) -> bool:
+        """``available(i) and fits(i)`` in one call (the strategies' hot path)."""
+        key = self.keys[i]
+        if key.dead:
+            return False
+        cool = key._cool_us
+        if cool is not None and self.now_us < cool:
+            return False
+        if not key.breaker.allow(self.now):
+            return False
+        if not key.cap.has_room_at(self.tokens, self.now, self.now_us):
+            return False
+        return not self.rate_in_selection or self.rate_ok(i)
+
+    def lighter(self, a: int, b: int) -> int:
+        """``b if load(b) < load(a) else a``."""
+        ka, kb = self.keys[a], self.keys[b]
+        now, now_us = self.now, self.now_us
+        count_b = kb.rpm.count_at(now, now_us)  # both pruned, in `load`'s order
+        count_a = ka.rpm.count_at(now, now_us)
+        fa = ka.cap._inflight / ka.cap._limit
+        fb = kb.cap._inflight / kb.cap._limit
+        return b if fb < fa or (fb == fa and count_b < count_a) else a
 
 
 class KeyPool:
@@ -573,23 +642,28 @@ class KeyPool:
         """
         view = _View(self.keys, tokens, now, self.rate_in_selection)
         reasons: dict[str, int] = {}
-        for key in self.keys:
-            why = key.unavailable_reason(now)
-            if why:
+        available = fitting = 0
+        first: KeyState | None = None  # the first available key with in-flight room
+        for i, key in enumerate(self.keys):  # one pass: a refusal reads each key once
+            if not view.available(i):
+                why = key.unavailable_reason(now)
                 reasons[why] = reasons.get(why, 0) + 1
-        available = [i for i in range(len(self.keys)) if view.available(i)]
+                continue
+            available += 1
+            if view.has_room(i):
+                if first is None:
+                    first = key
+                if not self.rate_in_selection or view.rate_ok(i):
+                    fitting += 1
         if not available:
             parts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
             return False, f"no available key ({parts})"
-        roomy = [i for i in available if view.has_room(i)]
-        if not roomy:
+        if first is None:
             return False, (
                 f"no available key has in-flight room for {tokens} tokens"
-                f" ({len(available)} available)"
+                f" ({available} available)"
             )
-        fitting = [i for i in roomy if view.fits(i)]
         if not fitting:
-            first = self.keys[roomy[0]]
             why = first.rpm.test(now).reason or (
                 first.bucket.test(tokens, now).reason if first.bucket is not None else ""
             )
@@ -598,7 +672,7 @@ class KeyPool:
             )
         cap = getattr(self.strategy, "attempt_cap", None)
         return False, (
-            f"attempt cap ({cap}) reached: {len(fitting)} of {len(available)} available keys"
+            f"attempt cap ({cap}) reached: {fitting} of {available} available keys"
             " had room but were not tried"
         )
 

@@ -79,10 +79,10 @@ class LimitsSpec:
     ``keys``: keys after expanding ``count``; ``samples``: budget samples per run (duration /
     sample_interval); ``arrivals``: expected requests of a synthetic workload (rate x duration,
     or ``max_requests`` if smaller); ``line_length``: characters in one trace line (a trace of
-    one endless line, like /dev/zero, stops there). Raise one with ``--set limits.keys=50000``.
+    one endless line, like /dev/zero, stops there). Raise one with ``--set limits.keys=500000``.
     """
 
-    keys: int = 2_000
+    keys: int = 100_000
     samples: int = 100_000
     arrivals: int = 5_000_000
     line_length: int = 1 << 20  # characters (1 Mi)
