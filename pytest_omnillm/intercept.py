@@ -38,9 +38,10 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_omnillm.adapters import Endpoint, match_endpoint
+if TYPE_CHECKING:  # adapters (and the price tables under it) load at the first request
+    from pytest_omnillm.adapters import Endpoint
 
 __all__ = [
     "Flight",
@@ -188,6 +189,8 @@ def _prepare(request: Any) -> tuple[Handler, Endpoint] | None:
     handler = _current()
     if handler is None:
         return None
+    from pytest_omnillm.adapters import match_endpoint
+
     endpoint = match_endpoint(request.method, request.url.path)
     if endpoint is None:
         return None
