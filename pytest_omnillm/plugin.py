@@ -240,6 +240,15 @@ class LLMBudgetPlugin:
             if note not in self.interception_notes:
                 self.interception_notes.append(note)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._verify_interception()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        # Fixtures (a cassette, a mock router) may have replaced our wrapper during setup.
+        self._verify_interception()
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
@@ -248,7 +257,6 @@ class LLMBudgetPlugin:
         self._test = None
         self._budget = settings.budget
         self._item = item
-        self._verify_interception()  # before the test's fixtures run
         try:
             return (yield)
         finally:
@@ -263,11 +271,6 @@ class LLMBudgetPlugin:
         report = yield
         if item is not self._item:
             return report
-        if call.when == "setup" and report.passed:
-            # Before the call: fixtures (a cassette, a mock router) may have replaced our
-            # wrapper during setup. (Checked here rather than in setup/call hooks of their
-            # own: two fewer hook calls per test.)
-            self._verify_interception()
         test = self._test
         if test is None:  # nothing reserved, nothing to check
             if call.when == "teardown":
