@@ -143,6 +143,7 @@ OutcomeKind = Literal[
     "completed_then_cancelled",
 ]
 _KINDS = frozenset(OutcomeKind.__args__)  # type: ignore[attr-defined]
+_ESTIMATES_KEPT = 4096  # request shapes whose estimate a gateway keeps
 _STREAM_ONLY = frozenset(("stream_dropped", "stream_abandoned", "completed_then_cancelled"))
 
 
@@ -409,6 +410,9 @@ class Gateway:
         self._budget = budget
         self._prices = prices
         self._estimator: Estimator = get_estimator(self._policy.estimator)
+        # Estimates by request shape: the estimate is a pure function of it and of the fixed
+        # estimator and prices, and workloads repeat shapes (bounded; cleared when full).
+        self._estimates: dict[tuple[str, int, int | None, int], Estimate] = {}
         self._pool = KeyPool(
             config.keys,
             strategy=config.strategy or self._policy.default_strategy,
@@ -478,15 +482,22 @@ class Gateway:
 
     def estimate(self, request: Request) -> Estimate:
         """The estimate this gateway's policy makes for ``request`` (consumes nothing)."""
-        return self._estimator.estimate(
-            EstimateRequest(
-                model=request.model,
-                prompt_bytes=request.bytes,
-                max_output_tokens=request.max_output_tokens,
-                prompt_tokens=request.prompt_tokens,
-            ),
-            self._prices,
-        )
+        shape = (request.model, request.bytes, request.max_output_tokens, request.prompt_tokens)
+        est = self._estimates.get(shape)
+        if est is None:
+            est = self._estimator.estimate(
+                EstimateRequest(
+                    model=shape[0],
+                    prompt_bytes=shape[1],
+                    max_output_tokens=shape[2],
+                    prompt_tokens=shape[3],
+                ),
+                self._prices,
+            )
+            if len(self._estimates) >= _ESTIMATES_KEPT:
+                self._estimates.clear()
+            self._estimates[shape] = est
+        return est
 
     def _tick(self, now: float) -> float:
         if type(now) is float and now >= self._now:  # the common case (NaN fails the test)

@@ -8,19 +8,23 @@ the seed API against invariants I1-I5.
 
 from typing import TYPE_CHECKING, Any
 
-from pytest_omnillm.session import LLMBudgetExceeded, LLMUnknownModel
-
 if TYPE_CHECKING:
     from omnillm_sim.verify.seed_api import check_tracker
+    from pytest_omnillm.session import LLMBudgetExceeded, LLMUnknownModel
 
 __all__ = ["LLMBudgetExceeded", "LLMUnknownModel", "check_tracker"]
 
 
 def __getattr__(name: str) -> Any:
-    # check_tracker needs Hypothesis's stateful machinery: import it when it is asked for, not
-    # at every pytest start-up (the plugin is loaded by every run).
+    # Every pytest run imports this package (the plugin lives in it): its public names load
+    # when first asked for. check_tracker needs Hypothesis's stateful machinery; the errors
+    # need the budget session and its price tables.
     if name == "check_tracker":
         from omnillm_sim.verify.seed_api import check_tracker
 
         return check_tracker
+    if name in ("LLMBudgetExceeded", "LLMUnknownModel"):
+        from pytest_omnillm import session
+
+        return getattr(session, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

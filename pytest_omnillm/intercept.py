@@ -51,9 +51,10 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_omnillm.adapters import Endpoint, match_endpoint
+if TYPE_CHECKING:  # adapters (and the price tables under it) load at the first request
+    from pytest_omnillm.adapters import Endpoint
 
 __all__ = [
     "Flight",
@@ -206,6 +207,8 @@ def _prepare_url(method: str, path: str) -> tuple[Handler, Endpoint] | None:
     handler = _current()
     if handler is None:
         return None
+    from pytest_omnillm.adapters import match_endpoint
+
     endpoint = match_endpoint(method, path)
     if endpoint is None:
         return None

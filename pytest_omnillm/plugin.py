@@ -12,33 +12,32 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.errors import ConfigError, OmniLLMError
 from pytest_omnillm import intercept
-from pytest_omnillm.report import ledger_kept_lines, render, summarise, write_json
-from pytest_omnillm.session import (
-    BudgetSession,
-    SessionBudget,
-    TestBudget,
-    UnlimitedTracker,
-    check_test,
-)
-from pytest_omnillm.settings import Settings, add_options, resolve
+from pytest_omnillm.settings import Budget, Settings, add_options, resolve
+
+if TYPE_CHECKING:
+    from omnillm_sim.budget import BudgetTracker
+    from pytest_omnillm.intercept import Flight, RequestInfo
+    from pytest_omnillm.session import BudgetSession, SessionBudget, TestBudget
 
 # Hook httpx/httpx2 imports now, while pytest loads plugins and before any conftest imports a
 # library (vcrpy 7) that saves ``_send_single_request`` at import: it then saves our wrapper.
+# The budget machinery (session, pricing, trackers, report) is imported when first needed:
+# most test runs make no LLM call, and every pytest run loads this module.
 intercept.install()
 
 __all__ = ["LLMBudgetPlugin", "llm_budget"]
 
 PLUGIN_NAME = "omnillm-budget"
 PLUGIN_KEY = pytest.StashKey["LLMBudgetPlugin"]()
-TEST_KEY = pytest.StashKey[TestBudget]()
+TEST_KEY = pytest.StashKey["TestBudget"]()
 _LEDGER_INPUT = "omnillm_ledger"
 _OUTSIDE_OUTPUT = "omnillm_outside"
 _REPORT_ATTR = "omnillm_test"
@@ -75,7 +74,8 @@ def llm_budget(request: pytest.FixtureRequest) -> BudgetTracker:
         with llm_budget.reserve(20_000) as r:   # micro-dollars
             r.settle(cost)
     """
-    test: TestBudget | None = request.node.stash.get(TEST_KEY, None)
+    plugin = request.config.stash.get(PLUGIN_KEY, None)
+    test = plugin.test_of(request.node) if plugin is not None else None
     if test is None:
         raise pytest.UsageError("llm_budget is only available inside a test")
     return test.tracker
@@ -91,20 +91,58 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 class LLMBudgetPlugin:
-    """The plugin's state for one run: settings, the budget session, collected records."""
+    """The plugin's state for one run: settings, the budget session, collected records.
+
+    It is the interception handler. The budget session (and the price table, trackers and
+    their modules) is built at the first intercepted request or ``llm_budget`` fixture, or at
+    once when a price file, a fallback model or a shared xdist ledger needs checking or
+    opening. A test's `TestBudget` is likewise made only when the test first needs one: a
+    test that never did is recorded as having spent nothing, which is what its tracker says.
+    """
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        from omnillm_sim.pricing import catalogue
-
         self.config = config
         self.settings = settings
-        self.prices = catalogue(
-            "current", overrides=settings.prices, fallback=settings.fallback_model
-        )
         self.ledger: Any = None
         self._ledger_dir: str | None = None
-        session_budget: SessionBudget
+        self._session: BudgetSession | None = None
+        self._lock = threading.Lock()
+        self._item: pytest.Item | None = None  # the test running now
+        self._budget: Budget = settings.budget  # ... and its budget
+        self._test: TestBudget | None = None  # ... and its TestBudget, once made
+        self.tests: list[dict[str, Any]] = []
+        self.outside: list[dict[str, Any]] = []
+        self.interception_notes: list[str] = []
+        self.ledger_kept = False
         worker_input = getattr(config, "workerinput", {})
+        shared = _LEDGER_INPUT in worker_input or (
+            settings.session_budget.micros is not None and _is_xdist_controller(config)
+        )
+        priced = settings.prices is not None or settings.fallback_model is not None
+        if shared or priced or settings.model_map:
+            # fail now on a bad price file or a model map naming an unpriced model; share the
+            # ledger from the start
+            self._make_session()
+        intercept.push_handler(self)
+
+    @property
+    def session(self) -> BudgetSession:
+        """The run's `BudgetSession` (built on first use)."""
+        session = self._session
+        if session is None:
+            with self._lock:
+                session = self._session or self._make_session()
+        return session
+
+    def _make_session(self) -> BudgetSession:
+        from omnillm_sim.budget import BudgetTracker
+        from omnillm_sim.pricing import catalogue
+        from pytest_omnillm.session import BudgetSession, UnlimitedTracker
+
+        settings = self.settings
+        prices = catalogue("current", overrides=settings.prices, fallback=settings.fallback_model)
+        session_budget: SessionBudget
+        worker_input = getattr(self.config, "workerinput", {})
         limit = settings.session_budget.micros
         if _LEDGER_INPUT in worker_input:
             from omnillm_sim.ledger import Ledger
@@ -116,7 +154,7 @@ class LLMBudgetPlugin:
                 name="session LLM budget",
             )
             session_budget = self.ledger
-        elif limit is not None and _is_xdist_controller(config):
+        elif limit is not None and _is_xdist_controller(self.config):
             # The controller's own calls (session fixtures, hooks) share the workers' ledger.
             self.ledger = self._create_ledger(limit)
             session_budget = self.ledger
@@ -124,8 +162,8 @@ class LLMBudgetPlugin:
             session_budget = BudgetTracker.from_micros(limit, name="session LLM budget")
         else:
             session_budget = UnlimitedTracker(name="session LLM budget")
-        self.session = BudgetSession(
-            prices=self.prices,
+        self._session = BudgetSession(
+            prices=prices,
             default_max_output=settings.default_max_output,
             session_budget=session_budget,
             session_source=settings.session_budget.source,
@@ -134,11 +172,7 @@ class LLMBudgetPlugin:
             count_replays=settings.budget_replays,
             model_map=settings.model_map,
         )
-        self.tests: list[dict[str, Any]] = []
-        self.outside: list[dict[str, Any]] = []
-        self.interception_notes: list[str] = []
-        self.ledger_kept = False
-        intercept.push_handler(self.session)
+        return self._session
 
     def _create_ledger(self, limit: int) -> Any:
         from omnillm_sim.ledger import Ledger
@@ -146,6 +180,29 @@ class LLMBudgetPlugin:
         self._ledger_dir = tempfile.mkdtemp(prefix="pytest-omnillm-")
         path = os.path.join(self._ledger_dir, "session-ledger.sqlite")
         return Ledger(path, limit=limit, owner="controller", name="session LLM budget")
+
+    def test_of(self, item: pytest.Item) -> TestBudget | None:
+        """The `TestBudget` of ``item`` if it is the running test (made now if need be)."""
+        if item is not self._item:
+            return None
+        test = self._test
+        if test is None:
+            session = self.session
+            with self._lock:
+                test = self._test
+                if test is None and item is self._item:
+                    test = self._test = session.begin_test(item.nodeid, self._budget)
+                    item.stash[TEST_KEY] = test
+        return test
+
+    def start(self, info: RequestInfo) -> Flight | None:
+        """The interception handler: charge the request to the running test (or outside)."""
+        __tracebackhide__ = True
+        session = self.session
+        item = self._item
+        if item is not None:
+            self.test_of(item)  # makes it the session's current test
+        return session.start(info)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -201,20 +258,30 @@ class LLMBudgetPlugin:
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
         settings = item.stash.get(_SETTINGS_KEY, None) or self.settings.for_test(item)
-        item.stash[TEST_KEY] = self.session.begin_test(item.nodeid, settings.budget)
+        self._test = None
+        self._budget = settings.budget
+        self._item = item
         try:
             return (yield)
         finally:
-            self.session.current = None
+            self._item = self._test = None
+            if self._session is not None:
+                self._session.current = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        test = item.stash.get(TEST_KEY, None)
-        if test is None:
+        if item is not self._item:
             return report
+        test = self._test
+        if test is None:  # nothing reserved, nothing to check
+            if call.when == "teardown":
+                setattr(report, _REPORT_ATTR, _unused_record(item.nodeid, self._budget))
+            return report
+        from pytest_omnillm.session import check_test
+
         if call.when == "teardown":
             self.session.end_test(test)
             setattr(report, _REPORT_ATTR, _test_record(test))
@@ -254,7 +321,10 @@ class LLMBudgetPlugin:
             entries = [dataclasses.asdict(e) for e in self.ledger.entries()]
             # Open reservations at the end belong to dead processes: keep the file for reclaim.
             self.ledger_kept = stats.open_count > 0
-        outside = self.outside + [r.as_dict() for r in self.session.outside]
+        from pytest_omnillm.report import summarise
+
+        session = self._session
+        outside = self.outside + [r.as_dict() for r in session.outside] if session else self.outside
         return summarise(
             self.tests,
             outside,
@@ -272,15 +342,20 @@ class LLMBudgetPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if _is_worker(self.config):
             workeroutput = getattr(self.config, "workeroutput", {})
-            workeroutput[_OUTSIDE_OUTPUT] = [r.as_dict() for r in self.session.outside]
+            outside = self._session.outside if self._session is not None else []
+            workeroutput[_OUTSIDE_OUTPUT] = [r.as_dict() for r in outside]
             return
         path = self.settings.report
         if path is not None:
+            from pytest_omnillm.report import write_json
+
             write_json(self._summary(), path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if _is_worker(self.config):
             return
+        from pytest_omnillm.report import ledger_kept_lines, render
+
         summary = self._summary()
         if self.settings.summary == 0:
             for line in ledger_kept_lines(summary):  # never hide a ledger to reclaim
@@ -296,7 +371,7 @@ class LLMBudgetPlugin:
             terminalreporter.write_line(f"JSON report: {self.settings.report}")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        intercept.pop_handler(self.session)
+        intercept.pop_handler(self)
         if self.ledger is not None:
             self.ledger.close()
         if self._ledger_dir is not None and not self.ledger_kept:
@@ -317,4 +392,18 @@ def _test_record(test: TestBudget) -> dict[str, Any]:
         "overshoot": stats.overshoot,
         "requests": [r.as_dict() for r in test.requests],
         "problems": list(test.problems),
+    }
+
+
+def _unused_record(nodeid: str, budget: Budget) -> dict[str, Any]:
+    # What `_test_record` gives for a test whose tracker was never used.
+    return {
+        "nodeid": nodeid,
+        "limit": budget.micros,
+        "limit_source": budget.source,
+        "spent": 0,
+        "used": 0,
+        "overshoot": 0,
+        "requests": [],
+        "problems": [],
     }

@@ -196,13 +196,12 @@ class _Run:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _move(self, key: int, delta: int) -> None:
-        """``delta`` requests enter (+1) or leave (-1) the system on key index ``key``.
+    def _move(self, key: int, delta: int, now: float) -> None:
+        """``delta`` requests enter (+1) or leave (-1) the system on key index ``key`` at ``now``.
 
         The time integrals advance only for what changes: the total, and that one key (each
         key's area is integrated from the last change of its own count).
         """
-        now = self.env.now
         span = now - self.last_change
         if span > 0:
             self.area += self.in_system * span
@@ -278,7 +277,7 @@ class _Run:
         if checker is not None:
             checker.touched(decision.key)
             checker.admitted(arrival.id, decision.estimate.cost)
-        self._move(decision.key, 1)
+        self._move(decision.key, 1, now)
         self._budget_step()
         if observed is not None:
             self.env.process(self._replay(decision, arrival, observed))
@@ -300,7 +299,7 @@ class _Run:
                 checker.settled(arrival.id, settlement.charged)
                 if settlement.resettled is not None:
                     checker.resettled(arrival.id, settlement.resettled)
-        self._move(admission.key, -1)
+        self._move(admission.key, -1, now)
         if now > self.end_time:
             self.end_time = now
         kind = reply.kind
@@ -348,7 +347,7 @@ class _Run:
         if self.checker is not None:
             self.checker.touched(admission.key)
             self.checker.settled(arrival.id, settlement.charged)
-        self._move(admission.key, -1)
+        self._move(admission.key, -1, now)
         if now > self.end_time:
             self.end_time = now
         self.tally.served(admission.key, kind, arrival.time, start, now)

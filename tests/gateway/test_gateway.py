@@ -221,3 +221,28 @@ def test_pool_stats_count_each_limiter_and_breaker() -> None:
     assert (k.inflight.admitted, k.inflight.in_use, k.rpm.admitted) == (1, 0, 1)
     assert k.bucket is not None and k.bucket.admitted == 1
     assert (k.breaker.failures, k.breaker.consecutive_failures, k.breaker.state) == (1, 1, "closed")
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_estimates_match_the_estimator_for_every_request_shape(policy: str) -> None:
+    # The gateway keeps estimates by request shape: over more shapes than it keeps, and
+    # each shape asked twice, every estimate is still the policy estimator's own.
+    from omnillm_sim.estimate import EstimateRequest, get_estimator
+
+    gateway = make_gateway(policy=policy)
+    estimator = get_estimator(get_policy(policy).estimator)
+    rng = random.Random(5)
+    shapes = [
+        (rng.choice(["gpt-4o", "gpt-4o-mini"]), rng.randrange(1, 200_000),
+         rng.choice([None, rng.randrange(1, 9_000)]), rng.choice([None, rng.randrange(0, 50_000)]))
+        for _ in range(5_000)
+    ]
+    for i, (model, prompt, max_out, size) in enumerate(shapes + shapes[::-1]):
+        request = Request(id=i, model=model, prompt_tokens=prompt, max_output_tokens=max_out,
+                          prompt_bytes=size)
+        expected = estimator.estimate(
+            EstimateRequest(model=model, prompt_bytes=request.bytes, max_output_tokens=max_out,
+                            prompt_tokens=prompt),
+            PRICES,
+        )
+        assert gateway.estimate(request) == expected

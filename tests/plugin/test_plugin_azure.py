@@ -291,6 +291,16 @@ def test_a_bad_model_map_entry_fails_the_run(
     result.stderr.fnmatch_lines([f"*llm_model_map*{why}*"])
 
 
+def test_a_model_map_to_an_unpriced_model_fails_at_start_without_a_price_file(
+    pt: pytest.Pytester,
+) -> None:
+    # The budget session is built lazily (issue 15); a model map is checked at start all the same.
+    pt.makepyfile("def test_a():\n    pass\n")
+    result = pt.runpytest("--llm-model-map", "prod=no-such-model")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*llm_model_map*has no price*"])
+
+
 def test_a_deployment_mapped_twice_fails_the_run(pt: pytest.Pytester, prices_file: Path) -> None:
     pt.makepyfile("def test_a():\n    pass\n")
     result = pt.runpytest(
