@@ -349,6 +349,10 @@ class LeastLoadedStrategy:
         for i, key in enumerate(keys):
             key.cap.watch = partial(self._dirty.add, i)
             key.rpm.watch = partial(self._logged, i)
+            # Entries logged before this strategy first chose: their expiries too.
+            window_us = to_micros(key.rpm.window)
+            for logged_us in key.rpm._log:
+                heapq.heappush(self._expiries, (logged_us + window_us, i))
 
     def _logged(self, i: int) -> None:
         key = self._keys[i]  # type: ignore[index]
