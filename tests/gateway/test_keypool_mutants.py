@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import random
 
-from omnillm_sim.keypool import KeyConfig, KeyPool
+import pytest
+
+from omnillm_sim.errors import InvalidValueError
+from omnillm_sim.keypool import (
+    KeyConfig,
+    KeyPool,
+    LeastLoadedStrategy,
+    _View,
+    least_loaded_scan,
+)
 
 
 def keys(n: int, *, rpm: int = 3, tpm: int = 1000) -> list[KeyConfig]:
@@ -37,3 +46,182 @@ def test_least_loaded_forgets_every_entry_logged_before_its_first_choice() -> No
     assert p.select(10, 30.0) == 1
     assert p.select(10, 61.0) == 1
     assert p.select(10, 91.0) == 0
+
+
+def test_least_loaded_sees_an_entry_stop_counting_one_microsecond_after_the_window() -> None:
+    """An entry exactly 60 s old still counts (key 1 wins at 60 s); a microsecond later it does
+    not (key 0 wins the tie by index), whether logged before or after the first choice."""
+    for log_first in (True, False):
+        p = KeyPool(keys(2), strategy="least-loaded", rng=random.Random(0))
+        if not log_first:
+            assert p.select(10, 0.0) == 0
+        assert p.keys[0].rpm.try_acquire(0.0)
+        assert p.select(10, 0.0) == 1
+        assert p.select(10, 60.0) == 1
+        assert p.select(10, 60.000001) == 0
+
+
+# -- least-loaded: the index picks what a scan picks, over long runs ---------------------------
+
+
+def drive(p: KeyPool, rng: random.Random, steps: int) -> None:
+    """Random admissions, releases, RPM entries, cooldowns, deaths and waits (waits at the
+    window's edges too); after each step the pool's pick must be the scan's."""
+    held: list[tuple[int, int]] = []
+    now = 0.0
+    for _ in range(steps):
+        op = rng.choice(["acquire", "acquire", "release", "release", "rpm", "wait", "cool", "dead"])
+        k = rng.randrange(len(p))
+        tokens = rng.randrange(1, 400)
+        key = p.keys[k]
+        if op == "acquire" and key.cap.try_acquire(tokens, now):
+            held.append((k, tokens))
+        elif op == "release" and held:
+            i, t = held.pop(rng.randrange(len(held)))
+            p.keys[i].cap.release(t, now)
+        elif op == "rpm":
+            key.rpm.try_acquire(now)
+        elif op == "wait":
+            now += rng.choice([0.0, 0.000001, 0.5, 10.0, 59.999999, 60.0, 61.0])
+        elif op == "cool":
+            key.cool_down(now, rng.choice([0.5, 10.0]))
+        elif op == "dead" and rng.random() < 0.1:
+            key.dead = True
+        view = _View(p.keys, tokens, now, p.rate_in_selection)
+        assert p.select(tokens, now) == least_loaded_scan(view)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_least_loaded_index_agrees_with_the_scan_over_long_runs(seed: int) -> None:
+    """Hundreds of steps: the index's heap fills with superseded entries and is compacted
+    more than once; keys of different caps and RPM limits."""
+    rng = random.Random(seed)
+    n = 1 + seed % 6
+    configs = [
+        KeyConfig(label=f"k{i}", rpm=rng.randrange(1, 5), tpm=rng.randrange(100, 2000))
+        for i in range(n)
+    ]
+    p = KeyPool(configs, strategy="least-loaded", rng=random.Random(0),
+                rate_in_selection=seed % 2 == 0)  # fmt: skip
+    drive(p, rng, 600)
+
+
+def test_one_least_loaded_strategy_serving_two_pools_in_turn() -> None:
+    """A strategy moved to another pool indexes that pool's keys; moved back, it indexes the
+    first pool's again, with nothing left over from the other pool's keys."""
+    a = KeyPool(keys(3), strategy="least-loaded", rng=random.Random(0))
+    b = KeyPool(keys(3), strategy="least-loaded", rng=random.Random(0))
+    b.strategy = a.strategy
+    # a: k0 holds half its cap, k1 a tenth, k2 none but has an RPM entry: k2 is lightest
+    assert a.keys[0].cap.try_acquire(500, 0.0) and a.keys[1].cap.try_acquire(100, 0.0)
+    assert a.keys[2].rpm.try_acquire(0.0)
+    assert a.select(10, 0.0) == 2
+    # b: k0 has an RPM entry, k1 nothing, k2 holds 90%: k1 is lightest
+    assert b.keys[0].rpm.try_acquire(0.0) and b.keys[2].cap.try_acquire(900, 0.0)
+    assert b.select(10, 1.0) == 1
+    # back to a: b's "k1 is idle" must not stand for a's k1 (which holds 100 tokens)
+    assert a.select(10, 2.0) == 2
+    for pool_, now in ((b, 3.0), (a, 61.0), (b, 61.0)):
+        assert pool_.select(10, now) == least_loaded_scan(_View(pool_.keys, 10, now, False))
+
+
+# -- least-loaded over a view that is not a pool's: a plain scan -------------------------------
+
+
+class Table:
+    """A `PoolView` of its own: per key (available, fits, load)."""
+
+    def __init__(self, rows: list[tuple[bool, bool, tuple[float, int]]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def available(self, i: int) -> bool:
+        return self.rows[i][0]
+
+    def fits(self, i: int) -> bool:
+        return self.rows[i][1]
+
+    def load(self, i: int) -> tuple[float, int]:
+        return self.rows[i][2]
+
+
+class TableWithKeys(Table):
+    keys = ("a", "b", "c", "d")  # an attribute of that name, but not a pool's keys
+
+
+class TableWithNow(Table):
+    now = 5.0
+
+
+ROWS = [
+    (True, True, (0.5, 0)),
+    (False, True, (0.0, 0)),  # unavailable
+    (True, False, (0.0, 0)),  # does not fit
+    (True, True, (0.25, 3)),
+]
+
+
+@pytest.mark.parametrize("view_type", [Table, TableWithKeys, TableWithNow])
+def test_least_loaded_scans_a_view_that_is_not_a_pools(view_type: type[Table]) -> None:
+    strategy = LeastLoadedStrategy(rng=random.Random(0))
+    assert strategy.choose(view_type(ROWS)) == 3
+    assert strategy.choose(view_type([*ROWS[:3], (True, True, (0.5, 0))])) == 0  # tie: index
+    assert strategy.choose(view_type(ROWS[1:3])) is None
+    assert strategy.choose(view_type([])) is None
+
+
+# -- power-of-two in a large pool (random draws) ----------------------------------------------
+
+
+def test_power_of_two_with_two_fitting_keys_always_takes_the_lighter() -> None:
+    """40 keys, two fit: both are always the two candidates, so the lighter one (by the
+    fraction of its own cap: 50 of 1,000 beats 10 of 100) is taken every time."""
+    configs = [KeyConfig(label=f"k{i}", tpm=100 if i == 7 else 1000) for i in range(40)]
+    p = KeyPool(configs, strategy="power-of-two", rng=random.Random(3))
+    for key in p.keys:
+        key.dead = key.index not in (7, 31)
+    assert p.keys[7].cap.try_acquire(10, 0.0)  # 10% of its cap
+    assert p.keys[31].cap.try_acquire(50, 0.0)  # 5% of its cap
+    assert {p.select(10, 0.0) for _ in range(300)} == {31}
+
+
+class Scripted(random.Random):
+    """`randrange` returns the scripted values in turn."""
+
+    def __init__(self, values: list[int]) -> None:
+        super().__init__(0)
+        self.values = values
+
+    def randrange(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        return self.values.pop(0)
+
+
+@pytest.mark.parametrize(("first", "second"), [(3, 12), (12, 3)])
+def test_power_of_two_in_a_large_pool_gives_a_tie_to_the_first_draw(
+    first: int, second: int
+) -> None:
+    p = KeyPool(keys(20), strategy="power-of-two", rng=Scripted([first, second]))
+    assert p.select(10, 0.0) == first
+
+
+# -- key state -----------------------------------------------------------------------------
+
+
+def test_cooling_until_can_be_set_and_cleared() -> None:
+    key = KeyPool(keys(1), strategy="omnillm", rng=random.Random(0)).keys[0]
+    key.cooling_until = 5.0
+    assert key.cooling_until == 5.0 and key.cooling(4.999999) and not key.cooling(5.0)
+    assert key.unavailable_reason(1.0) == "cooling"
+    key.cooling_until = None
+    assert key.cooling_until is None and not key.cooling(1.0) and key.available(1.0)
+    with pytest.raises(InvalidValueError, match=r"^cooling_until\(=nan\)"):
+        key.cooling_until = float("nan")
+
+
+def test_cool_down_names_a_bad_retry_after() -> None:
+    key = KeyPool(keys(1), strategy="omnillm", rng=random.Random(0)).keys[0]
+    with pytest.raises(InvalidValueError, match=r"^retry_after\(=inf\)"):
+        key.cool_down(0.0, float("inf"))
+    assert key.cooling_until is None
