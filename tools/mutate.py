@@ -564,8 +564,13 @@ def _functions(module: ModuleType, qualname: str) -> list[Any]:
 
 
 def patch_function(module: ModuleType, func: str, mutant: CodeType) -> bool:
-    """Give the function ``func`` of ``module`` the code it has in the mutated module."""
+    """Give the function ``func`` of ``module`` the code it has in the mutated module.
+
+    Every function of that name gets its mutated code: a property's getter and setter share
+    one qualified name, and the mutant may be in either.
+    """
     new_codes = {(c.co_qualname, c.co_firstlineno): c for c in _code_objects(mutant)}
+    patched = False
     for f in _functions(module, func):
         new = new_codes.get((f.__code__.co_qualname, f.__code__.co_firstlineno))
         if new is not None:
@@ -573,8 +578,8 @@ def patch_function(module: ModuleType, func: str, mutant: CodeType) -> bool:
                 f.__code__ = new
             except ValueError:  # the mutant changed the closure's free variables
                 return False
-            return True
-    return False
+            patched = True
+    return patched
 
 
 FALLBACK = 98  # exit code of a fast-path child that could not apply its mutant

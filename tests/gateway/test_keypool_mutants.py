@@ -65,17 +65,24 @@ def test_least_loaded_sees_an_entry_stop_counting_one_microsecond_after_the_wind
 
 
 def drive(p: KeyPool, rng: random.Random, steps: int) -> None:
-    """Random admissions, releases, RPM entries, cooldowns, deaths and waits (waits at the
-    window's edges too); after each step the pool's pick must be the scan's."""
+    """Random admissions (to the picked key, as a gateway does, or to any key), releases, RPM
+    entries, cooldowns, deaths and waits (at the window's edges too); after each step the
+    pool's pick must be the scan's."""
     held: list[tuple[int, int]] = []
     now = 0.0
     for _ in range(steps):
-        op = rng.choice(["acquire", "acquire", "release", "release", "rpm", "wait", "cool", "dead"])
+        op = rng.choice(["admit", "admit", "acquire", "release", "release", "rpm", "wait", "cool",
+                         "dead"])  # fmt: skip
         k = rng.randrange(len(p))
         tokens = rng.randrange(1, 400)
+        if op == "admit":  # as a gateway does: the picked key takes the request
+            picked = p.select(tokens, now)
+            k = k if picked is None else picked
         key = p.keys[k]
-        if op == "acquire" and key.cap.try_acquire(tokens, now):
+        if op in ("admit", "acquire") and key.cap.try_acquire(tokens, now):
             held.append((k, tokens))
+            if op == "admit":
+                key.rpm.try_acquire(now)
         elif op == "release" and held:
             i, t = held.pop(rng.randrange(len(held)))
             p.keys[i].cap.release(t, now)
@@ -225,3 +232,20 @@ def test_cool_down_names_a_bad_retry_after() -> None:
     with pytest.raises(InvalidValueError, match=r"^retry_after\(=inf\)"):
         key.cool_down(0.0, float("inf"))
     assert key.cooling_until is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_least_loaded_index_agrees_with_the_scan_in_a_large_pool(seed: int) -> None:
+    """40 keys of different caps: the compacted heap must still be a heap."""
+    rng = random.Random(100 + seed)
+    configs = [KeyConfig(label=f"k{i}", rpm=3, tpm=rng.randrange(100, 2000)) for i in range(40)]
+    drive(KeyPool(configs, strategy="least-loaded", rng=random.Random(0)), rng, 1500)
+
+
+def test_cool_down_is_exact_unless_asked_for_omnillms_whole_milliseconds() -> None:
+    """By default a 1 s cooldown from 1.0006 s ends at 2.0006 s; omnillm's wall clock
+    truncates both terms to whole milliseconds: 1 s + 1 s = 2.000 s."""
+    exact = KeyPool(keys(1), strategy="omnillm", rng=random.Random(0)).keys[0]
+    assert exact.cool_down(1.0006, 1.0) == 2.0006
+    crate = KeyPool(keys(1), strategy="omnillm", rng=random.Random(0)).keys[0]
+    assert crate.cool_down(1.0006, 1.0, wall_clock_ms=True) == 2.0

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -74,3 +75,35 @@ def test_a_failing_baseline_names_the_test_and_its_error(tmp_path: Path) -> None
     assert "test_fakecore.py::test_add_wrong (call)" in message
     assert "assert 4 == 5" in message
     assert "test_ok" not in message
+
+
+PROPERTY = """
+class Box:
+    def __init__(self):
+        self._v = 0
+
+    @property
+    def v(self):
+        return self._v
+
+    @v.setter
+    def v(self, value):
+        self._v = value
+"""
+
+
+def test_a_mutant_in_a_property_setter_is_patched_into_the_setter() -> None:
+    """A property's getter and setter share one qualified name: the mutant of the setter
+    must reach the setter (it used to patch the getter, unchanged, and stop)."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import mutate
+    finally:
+        sys.path.remove(str(TOOLS))
+    module = types.ModuleType("box")
+    exec(compile(PROPERTY, "box.py", "exec"), module.__dict__)
+    mutant = compile(PROPERTY.replace("self._v = value", "self._v = -value"), "box.py", "exec")
+    assert mutate.patch_function(module, "Box.v", mutant)
+    box = module.Box()
+    box.v = 3
+    assert box.v == -3
