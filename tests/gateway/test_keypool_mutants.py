@@ -12,6 +12,8 @@ from omnillm_sim.keypool import (
     KeyConfig,
     KeyPool,
     LeastLoadedStrategy,
+    PowerOfTwoStrategy,
+    RoundRobinStrategy,
     _View,
     least_loaded_scan,
 )
@@ -249,3 +251,22 @@ def test_cool_down_is_exact_unless_asked_for_omnillms_whole_milliseconds() -> No
     assert exact.cool_down(1.0006, 1.0) == 2.0006
     crate = KeyPool(keys(1), strategy="omnillm", rng=random.Random(0)).keys[0]
     assert crate.cool_down(1.0006, 1.0, wall_clock_ms=True) == 2.0
+
+
+def test_round_robin_and_power_of_two_over_a_view_that_is_not_a_pools() -> None:
+    """Strategies work over any `PoolView`: round-robin skips what is unavailable or does
+    not fit; power-of-two (20 rows: random draws) takes the lighter of the two usable rows,
+    and the first drawn on a tie; nothing usable gives None."""
+    rows = [(True, True, (0.0, 0)), (False, True, (0.0, 0)), (True, False, (0.0, 0)),
+            (True, True, (0.0, 0))]  # fmt: skip
+    rr = RoundRobinStrategy(rng=random.Random(0))
+    assert [rr.choose(Table(rows)) for _ in range(4)] == [0, 3, 0, 3]
+    assert rr.choose(Table(rows[1:3])) is None
+    big = [(True, False, (0.0, 0))] * 20
+    big[3], big[17] = (True, True, (0.5, 0)), (True, True, (0.1, 0))
+    p2 = PowerOfTwoStrategy(rng=random.Random(5))
+    assert {p2.choose(Table(big)) for _ in range(200)} == {17}
+    big[3] = (True, True, (0.1, 0))
+    for first, second in ((3, 17), (17, 3)):
+        assert PowerOfTwoStrategy(rng=Scripted([first, second])).choose(Table(big)) == first
+    assert p2.choose(Table([(True, False, (0.0, 0))] * 20)) is None
