@@ -159,11 +159,10 @@ class LedgerEntry:
 class LedgerReservation:
     """A handle on an open ledger entry; it ends exactly once, like `Reservation`."""
 
-    __slots__ = ("_ended", "_ledger", "estimate", "id", "label")
+    __slots__ = ("_ledger", "estimate", "id", "label")
 
     def __init__(self, ledger: Ledger, rid: int, estimate: MicroDollar, label: str) -> None:
         self._ledger = ledger
-        self._ended = False
         self.id = rid
         self.estimate = estimate
         self.label = label
@@ -177,7 +176,6 @@ class LedgerReservation:
         """
         _amount("actual", actual)
         self._ledger._end(self.id, actual, released=False)
-        self._ended = True
 
     def release(self) -> None:
         """Refund the whole estimate.
@@ -186,7 +184,6 @@ class LedgerReservation:
             ReservationStateError: the reservation already ended.
         """
         self._ledger._end(self.id, 0, released=True)
-        self._ended = True
 
     def __repr__(self) -> str:
         return f"<LedgerReservation #{self.id} {self.label!r} estimate={self.estimate}>"

@@ -564,8 +564,13 @@ def _functions(module: ModuleType, qualname: str) -> list[Any]:
 
 
 def patch_function(module: ModuleType, func: str, mutant: CodeType) -> bool:
-    """Give the function ``func`` of ``module`` the code it has in the mutated module."""
+    """Give the function ``func`` of ``module`` the code it has in the mutated module.
+
+    Every function of that name gets its mutated code: a property's getter and setter share
+    one qualified name, and the mutant may be in either.
+    """
     new_codes = {(c.co_qualname, c.co_firstlineno): c for c in _code_objects(mutant)}
+    patched = False
     for f in _functions(module, func):
         new = new_codes.get((f.__code__.co_qualname, f.__code__.co_firstlineno))
         if new is not None:
@@ -573,8 +578,8 @@ def patch_function(module: ModuleType, func: str, mutant: CodeType) -> bool:
                 f.__code__ = new
             except ValueError:  # the mutant changed the closure's free variables
                 return False
-            return True
-    return False
+            patched = True
+    return patched
 
 
 FALLBACK = 98  # exit code of a fast-path child that could not apply its mutant
@@ -591,9 +596,15 @@ class SessionRunner:
         self.fullname, self.mutants, self.limit = fullname, mutants, limit
         self.parallel, self.out, self.log = parallel, out, log
         self.failed = False
+        self.failure = ""  # the first failing test's id and report (for a failed baseline)
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.failed:
+            if not self.failed:
+                text = report.longreprtext
+                if len(text) > 8000:  # the end holds the error and Hypothesis' failing example
+                    text = "...\n" + text[-8000:]
+                self.failure = f"{report.nodeid} ({report.when}):\n{text}"
             self.failed = True
 
     def _child(self, session: Any, mutant: tuple[str, CodeType] | None) -> int:
@@ -633,7 +644,10 @@ class SessionRunner:
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             calls[item.nodeid] = sorted(called)
         sys.setprofile(None)
+        threading.setprofile(None)
         self.calls_file.write_text(json.dumps(calls))
+        if self.failed:
+            self.calls_file.with_suffix(".failure.txt").write_text(self.failure)
         return 1 if self.failed else 0
 
     def _items_for(self, session: Any, func: str) -> list[Any]:
@@ -671,7 +685,11 @@ class SessionRunner:
         baseline = self._run([None], 900.0, session)
         elapsed = time.monotonic() - started
         if baseline != ["survived"]:
-            self.out.write_text(json.dumps({"baseline": baseline[0]}))
+            failure = self.calls_file.with_suffix(".failure.txt")
+            text = failure.read_text() if failure.exists() else ""
+            failure.unlink(missing_ok=True)
+            self.calls_file.unlink(missing_ok=True)
+            self.out.write_text(json.dumps({"baseline": baseline[0], "failure": text}))
             return True
         self.calls = json.loads(self.calls_file.read_text())
         self.calls_file.unlink()
@@ -746,7 +764,13 @@ def run_in_session(
     data = json.loads(out.read_text())
     out.unlink()
     if "statuses" not in data:
-        raise SystemExit(f"{fullname}: its tests fail without any mutant ({data['baseline']})")
+        # Hypothesis runs under the tool's own profile (derandomized, 30 examples): a failing
+        # example here is a real failure of the unmutated code that plain runs may not draw.
+        failure = data.get("failure", "")
+        detail = f"; the first failing test, {failure}" if failure else ""
+        raise SystemExit(
+            f"{fullname}: its tests fail without any mutant ({data['baseline']}){detail}"
+        )
     return data["baseline"], data["statuses"]
 
 
