@@ -716,7 +716,12 @@ class _Sweep:
         calls, rets, call_times, ret_times = self.calls, self.rets, self.call_times, self.ret_times
         nc, nr = len(calls), len(rets)
         ci, ri = cut[0], cut[1]
+        # The state once every effect so far has taken effect. At a cut it is the same in every
+        # linearization, but not the state of applying effects in return order: an end may
+        # return before its reserve does (both in flight together), so an end seen first is
+        # kept in ``ended`` and applied when its reserve returns.
         end_used, end_open = used, dict(opened)
+        ended: dict[object, int] = {}
         in_flight = 0
         observers: dict[int, None] = {}
         while ri < nr:
@@ -732,12 +737,19 @@ class _Sweep:
             ri += 1
             kind = kinds[i]
             if kind == _ADMIT:
-                end_used += amounts[i]
-                end_open[keys[i]] = amounts[i]
+                actual = ended.pop(keys[i], None)
+                if actual is None:
+                    end_used += amounts[i]
+                    end_open[keys[i]] = amounts[i]
+                else:  # ended before it returned: what the end charged counts
+                    end_used += actual
                 in_flight -= 1
             elif kind == _END_OK:
                 est = end_open.pop(keys[i], None)
-                end_used += 0 if est is None else amounts[i] - est
+                if est is None:
+                    ended[keys[i]] = amounts[i]
+                else:
+                    end_used += amounts[i] - est
                 in_flight -= 1
             else:
                 observers.pop(i, None)
