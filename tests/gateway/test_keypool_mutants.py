@@ -270,3 +270,40 @@ def test_round_robin_and_power_of_two_over_a_view_that_is_not_a_pools() -> None:
     for first, second in ((3, 17), (17, 3)):
         assert PowerOfTwoStrategy(rng=Scripted([first, second])).choose(Table(big)) == first
     assert p2.choose(Table([(True, False, (0.0, 0))] * 20)) is None
+
+
+# -- found by the mutation run after the key-count work (issue 15) ----------------------------
+
+
+def test_least_loaded_expires_entries_logged_before_its_first_choice_in_time_order() -> None:
+    """Entries logged before the first choice, key 0's later than key 1's: at 62 s key 1's
+    entry (1 s) has aged out and key 0's (5 s) has not, so key 1 is the lighter, as a scan
+    says. (The expiries of such entries must form a heap: listed in key order, key 0's expiry
+    at 65 s hid key 1's at 61 s, and key 1 kept its stale count.)"""
+    p = KeyPool(keys(2), strategy="least-loaded", rng=random.Random(0))
+    assert p.keys[0].rpm.try_acquire(5.0)
+    assert p.keys[1].rpm.try_acquire(1.0)
+    assert p.select(10, 10.0) == 0  # one entry each: the tie goes to the lower index
+    assert (p.keys[0].rpm.count(62.0), p.keys[1].rpm.count(62.0)) == (1, 0)
+    assert p.select(10, 62.0) == 1
+    assert least_loaded_scan(_View(p.keys, 10, 62.0, False)) == 1
+
+
+def test_the_lighter_of_two_with_equal_in_flight_shares_is_the_one_with_fewer_rpm_entries() -> None:
+    p = KeyPool(keys(2), strategy="power-of-two", rng=random.Random(0))
+    assert p.keys[0].rpm.try_acquire(1.0)  # key 0: 1 entry; both keys: nothing in flight
+    view = _View(p.keys, 10, 2.0, False)
+    assert view.lighter(0, 1) == 1
+    assert view.lighter(1, 0) == 1
+    assert p.keys[1].rpm.try_acquire(2.0)  # a tie on both: the first argument stays
+    view = _View(p.keys, 10, 2.0, False)
+    assert (view.lighter(0, 1), view.lighter(1, 0)) == (0, 1)
+
+
+def test_a_refusal_by_the_attempt_cap_counts_every_key_that_had_room() -> None:
+    # (only the crate's strategy has an attempt cap; the others always take a key that fits)
+    p = KeyPool(keys(3), strategy="omnillm", rng=random.Random(0))
+    assert p.explain(10, 0.0) == (
+        False,
+        "attempt cap (5) reached: 3 of 3 available keys had room but were not tried",
+    )
