@@ -579,19 +579,23 @@ def _wrap_aiohttp(module: ModuleType, cls: type[Any], original: Any) -> None:
     setattr(cls, _AIOHTTP_METHOD, request)
 
 
+def _cannot_intercept(module: ModuleType, missing: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"pytest-omnillm cannot intercept {module.__name__} "
+        f"{getattr(module, '__version__', '?')}: no {missing}",
+        stacklevel=3,
+    )
+
+
 def _patch_aiohttp(module: ModuleType) -> None:
     cls = getattr(module, "ClientSession", None)
     if not isinstance(cls, type) or not hasattr(module, "streams"):
         return
     original = cls.__dict__.get(_AIOHTTP_METHOD)
     if original is None:
-        import warnings
-
-        warnings.warn(
-            f"pytest-omnillm cannot intercept aiohttp {getattr(module, '__version__', '?')}: "
-            f"no ClientSession.{_AIOHTTP_METHOD}",
-            stacklevel=2,
-        )
+        _cannot_intercept(module, f"ClientSession.{_AIOHTTP_METHOD}")
         return
     if not getattr(original, _PATCHED, False):
         _wrap_aiohttp(module, cls, original)
@@ -648,13 +652,7 @@ def _patch_module(module: ModuleType) -> None:
     for cls, _is_async in classes:
         original = cls.__dict__.get(_METHOD)
         if original is None:
-            import warnings
-
-            warnings.warn(
-                f"pytest-omnillm cannot intercept {module.__name__} "
-                f"{getattr(module, '__version__', '?')}: no {_METHOD}",
-                stacklevel=2,
-            )
+            _cannot_intercept(module, _METHOD)
             return
     for cls, is_async in classes:
         original = cls.__dict__[_METHOD]

@@ -272,6 +272,9 @@ class BudgetSession:
     ) -> None:
         self.prices = prices
         self.model_map = dict(model_map or {})
+        # the table without its fallback: which names it really prices (built once; its own
+        # cache keeps the lookups)
+        self.strict_prices = prices.with_fallback(None)
         self._check_model_map()
         self.estimator: Estimator = get_estimator(
             "upper-bound", default_max_output=default_max_output
@@ -293,10 +296,9 @@ class BudgetSession:
         Raises:
             ConfigError: a mapped model the price table does not know (fallback aside).
         """
-        strict = self.prices.with_fallback(None)
         for deployment, model in self.model_map.items():
             try:
-                strict.price(model)
+                self.strict_prices.price(model)
             except (UnknownModelError, InvalidValueError):
                 raise ConfigError(
                     "llm_model_map",
@@ -581,7 +583,7 @@ class _Flight:
             return
         if record.model_source not in ("model map", "fallback"):
             return
-        if _models_agree(record.model, answered, self._session.prices):
+        if _models_agree(record.model, answered, self._session.strict_prices):
             return
         what = (
             f"Azure OpenAI deployment {record.deployment!r}"
@@ -653,6 +655,8 @@ def _azure_without_deployment(info: RequestInfo) -> bool:
     (``/openai/v1/``, where ``model`` is a model name as on OpenAI)."""
     if info.endpoint.provider != "openai" or info.endpoint.deployment is not None:
         return False
+    if "/openai/" not in info.url:  # every plain OpenAI call: no URL parsing on its way out
+        return False
     parts = urlsplit(info.url)
     return (
         "/openai/" in parts.path
@@ -664,14 +668,13 @@ def _azure_without_deployment(info: RequestInfo) -> bool:
 _SNAPSHOT = re.compile(r"[0-9][0-9-]*")
 
 
-def _models_agree(priced: str, answered: str, prices: PriceTable) -> bool:
+def _models_agree(priced: str, answered: str, strict: PriceTable) -> bool:
     """Whether the response's model is the priced one: the same name, a dated or numbered
     snapshot of it (``gpt-4o-2024-08-06``, ``gemini-2.0-flash-001``), or a name with the same
-    prices in the table."""
+    prices in ``strict`` (a table without a fallback)."""
     a, p = answered.removeprefix("models/"), priced.removeprefix("models/")
     if a == p or (a.startswith(p + "-") and _SNAPSHOT.fullmatch(a[len(p) + 1 :])):
         return True
-    strict = prices.with_fallback(None)
     try:
         x, y = strict.price(a), strict.price(p)
     except (UnknownModelError, InvalidValueError):
