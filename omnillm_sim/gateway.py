@@ -36,8 +36,8 @@ import math
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from omnillm_sim.breaker import Ticket
 from omnillm_sim.budget import BudgetStats, BudgetTracker, Reservation, SeedBudgetTracker
@@ -60,7 +60,10 @@ from omnillm_sim.keypool import _config as _check_config
 from omnillm_sim.money import MicroDollar
 from omnillm_sim.policy import Policy, get_policy
 from omnillm_sim.pricing import PriceTable, Usage
+from omnillm_sim.timebase import to_micros
 from omnillm_sim.validate import non_negative_float, non_negative_int, positive_float, positive_int
+
+_new = tuple.__new__  # a named tuple built without a Python frame (its checks already done)
 
 __all__ = [
     "Admission",
@@ -88,36 +91,57 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """One LLM request as the gateway sees it.
+class _RequestFields(NamedTuple):
+    id: int
+    model: str
+    prompt_tokens: int
+    max_output_tokens: int | None
+    prompt_bytes: int | None
+    stream: bool
+
+
+class Request(_RequestFields):
+    """One LLM request as the gateway sees it (keyword arguments only).
 
     ``prompt_tokens`` is the true prompt size; ``prompt_bytes`` what omnillm's bytes/4
     heuristic sees (``None``: ``4 * prompt_tokens``).
+
+    An immutable named tuple, not a frozen dataclass: one is made per simulated request, and
+    a frozen dataclass costs several times as much to construct. A driver that already holds
+    validated values may build one with ``Request._make((id, model, prompt_tokens,
+    max_output_tokens, prompt_bytes, stream))``, which skips the checks.
 
     Raises:
         InvalidValueError: a negative or non-integer count, an empty model, a non-bool stream.
     """
 
-    id: int
-    model: str
-    prompt_tokens: int
-    max_output_tokens: int | None = None
-    prompt_bytes: int | None = None
-    stream: bool = False
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if type(self.id) is not int:
-            raise InvalidValueError("id", self.id, "must be an integer")
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise InvalidValueError("model", self.model, "must be a non-empty model name")
-        non_negative_int("prompt_tokens", self.prompt_tokens)
-        if self.max_output_tokens is not None:
-            non_negative_int("max_output_tokens", self.max_output_tokens)
-        if self.prompt_bytes is not None:
-            non_negative_int("prompt_bytes", self.prompt_bytes)
-        if not isinstance(self.stream, bool):
-            raise InvalidValueError("stream", self.stream, "must be True or False")
+    def __new__(
+        cls,
+        *,
+        id: int,
+        model: str,
+        prompt_tokens: int,
+        max_output_tokens: int | None = None,
+        prompt_bytes: int | None = None,
+        stream: bool = False,
+    ) -> Request:
+        if type(id) is not int:
+            raise InvalidValueError("id", id, "must be an integer")
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidValueError("model", model, "must be a non-empty model name")
+        non_negative_int("prompt_tokens", prompt_tokens)
+        if max_output_tokens is not None:
+            non_negative_int("max_output_tokens", max_output_tokens)
+        if prompt_bytes is not None:
+            non_negative_int("prompt_bytes", prompt_bytes)
+        if not isinstance(stream, bool):
+            raise InvalidValueError("stream", stream, "must be True or False")
+        return _new(cls, (id, model, prompt_tokens, max_output_tokens, prompt_bytes, stream))
+
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, object]]:
+        return (), self._asdict()  # copy and pickle through the keyword-only constructor
 
     @property
     def bytes(self) -> int:
@@ -147,8 +171,15 @@ _ESTIMATES_KEPT = 4096  # request shapes whose estimate a gateway keeps
 _STREAM_ONLY = frozenset(("stream_dropped", "stream_abandoned", "completed_then_cancelled"))
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class _OutcomeFields(NamedTuple):
+    kind: OutcomeKind
+    usage: Usage | None
+    status: int | None
+    retry_after: float | str | None
+    cost: MicroDollar | None
+
+
+class Outcome(_OutcomeFields):
     """How an admitted call ended. Build it with `ok`, `http_error`, `timeout`, `cancelled`,
     `stream_dropped`, `stream_abandoned` or `completed_then_cancelled`.
 
@@ -158,35 +189,46 @@ class Outcome:
     ``cost`` (µ$), when set, is what the provider really billed (a replayed log's bill): the
     gateway charges exactly that, for any outcome, instead of pricing or guessing.
 
+    An immutable named tuple (one is made per simulated request).
+
     Raises:
         InvalidValueError: a status outside 400-599, a negative or non-finite numeric
             retry_after, a usage that is not a `Usage`, a cost that is not an int >= 0.
     """
 
-    kind: OutcomeKind
-    usage: Usage | None = None
-    status: int | None = None
-    retry_after: float | str | None = None
-    cost: MicroDollar | None = None
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.cost is not None:
-            non_negative_int("cost", self.cost)
-        if self.kind not in _KINDS:
-            raise InvalidValueError("kind", self.kind, "is not an outcome kind")
-        if self.usage is not None and not isinstance(self.usage, Usage):
-            raise InvalidValueError("usage", self.usage, "must be a Usage")
-        if self.kind in ("ok", "completed_then_cancelled") and self.usage is None:
-            raise InvalidValueError("usage", None, f"is required for {self.kind}()")
-        if self.kind == "http_error":
-            if type(self.status) is not int or not 400 <= self.status <= 599:
-                raise InvalidValueError("status", self.status, "must be an HTTP error 400-599")
-            if self.retry_after is not None and not isinstance(self.retry_after, str):
-                non_negative_float("retry_after", self.retry_after)
+    def __new__(
+        cls,
+        kind: OutcomeKind,
+        usage: Usage | None = None,
+        status: int | None = None,
+        retry_after: float | str | None = None,
+        cost: MicroDollar | None = None,
+    ) -> Outcome:
+        if cost is not None:
+            non_negative_int("cost", cost)
+        if kind not in _KINDS:
+            raise InvalidValueError("kind", kind, "is not an outcome kind")
+        if usage is not None and not isinstance(usage, Usage):
+            raise InvalidValueError("usage", usage, "must be a Usage")
+        if kind in ("ok", "completed_then_cancelled") and usage is None:
+            raise InvalidValueError("usage", None, f"is required for {kind}()")
+        if kind == "http_error":
+            if type(status) is not int or not 400 <= status <= 599:
+                raise InvalidValueError("status", status, "must be an HTTP error 400-599")
+            if retry_after is not None and not isinstance(retry_after, str):
+                non_negative_float("retry_after", retry_after)
+        return _new(cls, (kind, usage, status, retry_after, cost))
+
+
+_TIMEOUT = Outcome("timeout")
 
 
 def ok(usage: Usage) -> Outcome:
     """The call succeeded and the provider reported ``usage``."""
+    if type(usage) is Usage:  # the common case, checked here in one test
+        return _new(Outcome, ("ok", usage, None, None, None))
     return Outcome("ok", usage)
 
 
@@ -201,7 +243,7 @@ def http_error(status: int, retry_after: float | str | None = None) -> Outcome:
 
 def timeout() -> Outcome:
     """The whole-request timeout fired (for a stream: mid-way, with no usage seen)."""
-    return Outcome("timeout")
+    return _TIMEOUT
 
 
 def cancelled(partial_usage: Usage | None = None) -> Outcome:
@@ -257,22 +299,25 @@ def seconds_retry_after(header: str | None) -> float:
     return value if math.isfinite(value) else DEFAULT_RETRY_AFTER
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """An admitted request on key index ``key``; pass it to `Gateway.finish` exactly once."""
+class Admission(NamedTuple):
+    """An admitted request on key index ``key``; pass it to `Gateway.finish` exactly once.
+
+    ``seq``, ``ticket`` and ``reservation`` are the gateway's own bookkeeping (its admission
+    number, the key's breaker ticket, the safe policy's budget handle): read them, never use
+    them to settle. An immutable named tuple (one is made per admitted request).
+    """
 
     request: Request
     key: int
     key_label: str
     estimate: Estimate
     admitted_at: float
-    _seq: int = field(repr=False, compare=False)
-    _ticket: Ticket = field(repr=False, compare=False)
-    _reservation: Reservation | None = field(default=None, repr=False, compare=False)
+    seq: int
+    ticket: Ticket
+    reservation: Reservation | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(NamedTuple):
     """A refused request: ``reason``, the key involved (if any) and a readable ``detail``."""
 
     request: Request
@@ -285,10 +330,14 @@ class Rejection:
 KeyEffect = Literal["none", "success", "failure", "breaker-tripped", "cooldown", "dead"]
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     """What `Gateway.finish` did: ``charged`` µ$ (finally charged to the budget), the effect
-    on the key, and ``underestimate`` = ``max(charged - estimate, 0)``."""
+    on the key, and ``underestimate`` = ``max(charged - estimate, 0)``.
+
+    ``leaked``: True when nothing was settled, the estimate stays reserved for good (omnillm,
+    8.2). ``resettled``: a second settle's ``actual - estimate`` (omnillm's double settle,
+    8.1), else ``None``. An immutable named tuple (one is made per finished request).
+    """
 
     admission: Admission
     outcome: Outcome
@@ -296,9 +345,7 @@ class Settlement:
     key_effect: KeyEffect
     underestimate: MicroDollar = 0
     leaked: bool = False
-    """True when nothing was settled: the estimate stays reserved for good (omnillm, 8.2)."""
     resettled: MicroDollar | None = None
-    """A second settle's ``actual - estimate`` (omnillm's double settle, 8.1), else ``None``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -520,43 +567,43 @@ class Gateway:
             InvalidValueError: ``now`` is earlier than a time already seen.
         """
         now = self._tick(now)
+        now_us = to_micros(now)  # once per request: the limiters take both forms
         est = self.estimate(request)
-        k = self._pool.select(est.tokens, now)
+        k = self._pool.select(est.tokens, now, now_us)
         if k is None:
             rate_limited, detail = self._pool.explain(est.tokens, now)
             reason = RejectReason.RATE_LIMITED if rate_limited else RejectReason.NO_KEY
             return self._reject(request, reason, None, detail, est)
         key = self._pool.keys[k]
         if self._policy.handles:
-            return self._admit_safe(request, key, est, now)
-        return self._admit_faithful(request, key, est, now)
+            return self._admit_safe(request, key, est, now, now_us)
+        return self._admit_faithful(request, key, est, now, now_us)
 
     def _admit_faithful(
-        self, request: Request, key: KeyState, est: Estimate, now: float
+        self, request: Request, key: KeyState, est: Estimate, now: float, now_us: int
     ) -> Admission | Rejection:
-        key.cap.try_acquire(est.tokens, now)  # the strategy checked the room
+        key.cap.acquire_at(est.tokens, now, now_us)  # the strategy checked the room
         if not self._budget.try_reserve(est.cost):
-            key.cap.release(est.tokens, now)
+            key.cap.release_at(est.tokens, now, now_us)
             detail = f"estimate {est.cost} µ$ > remaining {self._budget.remaining()} µ$"
             return self._reject(request, RejectReason.BUDGET, key.index, detail, est)
-        rpm = key.rpm.try_acquire(now)
-        if not rpm:
+        if not key.rpm.acquire_at(now, now_us):
             self._budget.settle(est.cost, 0)  # omnillm refunds the reservation in full
-            key.cap.release(est.tokens, now)
-            detail = f"key {key.label!r}: {rpm.reason}"
+            key.cap.release_at(est.tokens, now, now_us)
+            detail = f"key {key.label!r}: {key.rpm.test(now).reason}"
             return self._reject(request, RejectReason.RATE_LIMITED, key.index, detail, est)
         return self._admission(request, key, est, now, None)
 
     def _admit_safe(
-        self, request: Request, key: KeyState, est: Estimate, now: float
+        self, request: Request, key: KeyState, est: Estimate, now: float, now_us: int
     ) -> Admission | Rejection:
         try:
             reservation = self._budget.reserve(est.cost, label=f"request {request.id}")
         except BudgetExceeded as exc:
             detail = f"estimate {exc.requested} µ$ > remaining {exc.available} µ$"
             return self._reject(request, RejectReason.BUDGET, None, detail, est)
-        key.cap.try_acquire(est.tokens, now)
-        key.rpm.try_acquire(now)
+        key.cap.acquire_at(est.tokens, now, now_us)
+        key.rpm.acquire_at(now, now_us)
         if key.bucket is not None:
             key.bucket.try_acquire(est.tokens, now)
         return self._admission(request, key, est, now, reservation)
@@ -572,8 +619,8 @@ class Gateway:
         self._seq += 1
         self._admitted += 1
         ticket = key.breaker.acquire(now)
-        admission = Admission(
-            request, key.index, key.label, est, now, self._seq, ticket, reservation
+        admission = _new(
+            Admission, (request, key.index, key.label, est, now, self._seq, ticket, reservation)
         )
         self._open[self._seq] = admission
         return admission
@@ -587,7 +634,7 @@ class Gateway:
         est: Estimate,
     ) -> Rejection:
         self._rejected[reason] += 1
-        return Rejection(request, reason, key, detail, est)
+        return _new(Rejection, (request, reason, key, detail, est))
 
     # -- finish ---------------------------------------------------------------------------
 
@@ -600,14 +647,14 @@ class Gateway:
                 ``now`` earlier than a time already seen.
         """
         now = self._tick(now)
-        if self._open.get(admission._seq) is not admission:
+        if self._open.get(admission.seq) is not admission:
             raise ReservationStateError(
                 f"{admission!r} was already finished (or comes from another gateway)"
             )
         kind = outcome.kind
         if kind in _STREAM_ONLY and not admission.request.stream:
             raise InvalidValueError("outcome", outcome, f"{kind} needs stream=True")
-        quirks = self._policy.stream_quirks and admission._reservation is None
+        quirks = self._policy.stream_quirks and admission.reservation is None
         if quirks and kind == "completed_then_cancelled" and not isinstance(
             self._budget, SeedBudgetTracker
         ):
@@ -615,20 +662,20 @@ class Gateway:
                 "completed_then_cancelled under the faithful policy settles twice, which the "
                 "reference BudgetTracker refuses: give the gateway a SeedBudgetTracker"
             )
-        del self._open[admission._seq]
+        del self._open[admission.seq]
         key = self._pool.keys[admission.key]
         key.cap.release(admission.estimate.tokens, now)  # omnillm: the lease's Drop
         if quirks and kind == "stream_abandoned":
             # omnillm 8.2: nobody polls the stream again, so nothing settles and nothing is
             # reported: the estimate stays reserved for good.
-            key.breaker.record_ignored(admission._ticket, now)
+            key.breaker.record_ignored(admission.ticket, now)
             self._leaked += 1
             self._leaked_reserved += admission.estimate.cost
             self._cancelled += 1
-            return Settlement(admission, outcome, 0, "none", 0, leaked=True)
+            return _new(Settlement, (admission, outcome, 0, "none", 0, True, None))
         charged = self._charge(admission, outcome)
-        if admission._reservation is not None:
-            admission._reservation.settle(charged)
+        if admission.reservation is not None:
+            admission.reservation.settle(charged)
         else:
             self._budget.settle(admission.estimate.cost, charged)
         resettled = None
@@ -650,7 +697,7 @@ class Gateway:
             self._cancelled += 1
         else:
             self._failed += 1
-        return Settlement(admission, outcome, charged, effect, under, resettled=resettled)
+        return _new(Settlement, (admission, outcome, charged, effect, under, False, resettled))
 
     def _charge(self, admission: Admission, outcome: Outcome) -> MicroDollar:
         request, est = admission.request, admission.estimate
@@ -675,7 +722,7 @@ class Gateway:
     def _key_effect(
         self, key: KeyState, admission: Admission, outcome: Outcome, now: float
     ) -> KeyEffect:
-        ticket, policy = admission._ticket, self._policy
+        ticket, policy = admission.ticket, self._policy
         if outcome.kind in ("ok", "completed_then_cancelled"):
             # omnillm's late cancel reports nothing more: Cancelled is not a key error
             key.breaker.record_success(ticket, now)

@@ -511,12 +511,13 @@ class _View:
     __slots__ = ("keys", "now", "now_us", "rate_in_selection", "tokens")
 
     def __init__(
-        self, keys: Sequence[KeyState], tokens: int, now: float, rate_in_selection: bool
+        self, keys: Sequence[KeyState], tokens: int, now: float, rate_in_selection: bool,
+        now_us: int | None = None,
     ) -> None:
         self.keys = keys
         self.tokens = tokens
         self.now = now
-        self.now_us = to_micros(now)
+        self.now_us = to_micros(now) if now_us is None else now_us
         self.rate_in_selection = rate_in_selection
 
     def __len__(self) -> int:
@@ -627,12 +628,17 @@ class KeyPool:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def select(self, tokens: int, now: float) -> int | None:
+    def select(self, tokens: int, now: float, now_us: int | None = None) -> int | None:
         """The index of the key the strategy picks for ``tokens`` at ``now``, or ``None``.
 
-        Consumes nothing: the caller commits the key's limits.
+        ``now_us`` is ``to_micros(now)`` if the caller has it already. Consumes nothing: the
+        caller commits the key's limits.
         """
-        return self.strategy.choose(_View(self.keys, tokens, now, self.rate_in_selection))
+        if now_us is None:
+            now_us = to_micros(now)
+        return self.strategy.choose(
+            _View(self.keys, tokens, now, self.rate_in_selection, now_us)
+        )
 
     def explain(self, tokens: int, now: float) -> tuple[bool, str]:
         """Why `select` found no key: ``(rate_limited, detail)``.

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from omnillm_sim.errors import ConfigError, InvalidValueError, UnknownModelError
 from omnillm_sim.money import MicroDollar, usd_to_micro
@@ -62,11 +62,20 @@ __all__ = [
 
 Rounding = Literal["ceil", "omnillm"]
 UsageShape = Literal["openai", "anthropic"]
+_new = tuple.__new__
 _PER_MILLION = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class _UsageFields(NamedTuple):
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    shape: UsageShape | None
+
+
+class Usage(_UsageFields):
     """Tokens one request consumed, as a provider reports them.
 
     ``input_tokens`` excludes cache reads and writes; ``cache_write_tokens`` are 5-minute
@@ -74,32 +83,53 @@ class Usage:
     shape the counts came in (see the module docstring); it does not take part in equality:
     two usages with the same counts are equal.
 
+    An immutable named tuple, not a frozen dataclass: one is made per simulated reply, and a
+    frozen dataclass costs several times as much to construct.
+
     Raises:
         InvalidValueError: a count that is not an int >= 0, an unknown shape.
     """
 
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    shape: UsageShape | None = field(default=None, compare=False)
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        i, o, r = self.input_tokens, self.output_tokens, self.cache_read_tokens
-        w, h, shape = self.cache_write_tokens, self.cache_write_1h_tokens, self.shape
+    def __new__(
+        cls,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        shape: UsageShape | None = None,
+    ) -> Usage:
+        i, o, r, w, h = (
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+            cache_write_1h_tokens,
+        )
         # Hot path (one Usage per simulated reply): one test when every count is a plain int.
-        if (type(i) is int and type(o) is int and type(r) is int and type(w) is int
+        if not (type(i) is int and type(o) is int and type(r) is int and type(w) is int
                 and type(h) is int and i >= 0 and o >= 0 and r >= 0 and w >= 0 and h >= 0
                 and (shape is None or shape == "openai" or shape == "anthropic")):
-            return
-        if shape is not None and shape not in ("openai", "anthropic"):
-            raise InvalidValueError("shape", shape, "must be 'openai', 'anthropic' or None")
-        non_negative_int("input_tokens", self.input_tokens)
-        non_negative_int("output_tokens", self.output_tokens)
-        non_negative_int("cache_read_tokens", self.cache_read_tokens)
-        non_negative_int("cache_write_tokens", self.cache_write_tokens)
-        non_negative_int("cache_write_1h_tokens", self.cache_write_1h_tokens)
+            if shape is not None and shape not in ("openai", "anthropic"):
+                raise InvalidValueError("shape", shape, "must be 'openai', 'anthropic' or None")
+            non_negative_int("input_tokens", i)
+            non_negative_int("output_tokens", o)
+            non_negative_int("cache_read_tokens", r)
+            non_negative_int("cache_write_tokens", w)
+            non_negative_int("cache_write_1h_tokens", h)
+        return _new(cls, (i, o, r, w, h, shape))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Usage):
+            return self[:5] == other[:5]
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Usage):
+            return self[:5] != other[:5]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self[:5])
 
     @property
     def prompt_tokens(self) -> int:
@@ -163,47 +193,45 @@ class Rates:
         rate.
         """
 
-        def part(tokens: int, rate: int) -> int:
-            return tokens * rate // _PER_MILLION
-
-        cost = part(usage.output_tokens, self.output)
+        m = _PER_MILLION  # each part: floor(tokens x rate / 1e6), written out (hot path)
+        cost = usage.output_tokens * self.output // m
         claude = self.cache_read is not None and self.cache_write is not None
         if usage.shape == "openai":
             # prompt_tokens counts the cached tokens; only a cached-input rate discounts them
             prompt = usage.prompt_tokens
             if claude or self.cache_read is None:
-                return cost + part(prompt, self.input)
+                return cost + prompt * self.input // m
             cached = usage.cache_read_tokens
-            return cost + part(prompt - cached, self.input) + part(cached, self.cache_read)
+            return cost + (prompt - cached) * self.input // m + cached * self.cache_read // m
         if usage.shape == "anthropic":
-            cost += part(usage.input_tokens, self.input)
+            cost += usage.input_tokens * self.input // m
             if not claude:
                 return cost  # no Claude cache rates on this row: reads and writes cost nothing
             assert self.cache_read is not None and self.cache_write is not None
             write_1h = self.cache_write if self.cache_write_1h is None else self.cache_write_1h
             return (
                 cost
-                + part(usage.cache_read_tokens, self.cache_read)
-                + part(usage.cache_write_tokens, self.cache_write)
-                + part(usage.cache_write_1h_tokens, write_1h)
+                + usage.cache_read_tokens * self.cache_read // m
+                + usage.cache_write_tokens * self.cache_write // m
+                + usage.cache_write_1h_tokens * write_1h // m
             )
         if self.cache_read is not None and self.cache_write is not None:
             write_1h = self.cache_write if self.cache_write_1h is None else self.cache_write_1h
             return (
                 cost
-                + part(usage.input_tokens, self.input)
-                + part(usage.cache_read_tokens, self.cache_read)
-                + part(usage.cache_write_tokens, self.cache_write)
-                + part(usage.cache_write_1h_tokens, write_1h)
+                + usage.input_tokens * self.input // m
+                + usage.cache_read_tokens * self.cache_read // m
+                + usage.cache_write_tokens * self.cache_write // m
+                + usage.cache_write_1h_tokens * write_1h // m
             )
         writes = usage.cache_write_tokens + usage.cache_write_1h_tokens
         if self.cache_read is not None:
             return (
                 cost
-                + part(usage.input_tokens + writes, self.input)
-                + part(usage.cache_read_tokens, self.cache_read)
+                + (usage.input_tokens + writes) * self.input // m
+                + usage.cache_read_tokens * self.cache_read // m
             )
-        return cost + part(usage.prompt_tokens, self.input)
+        return cost + usage.prompt_tokens * self.input // m
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +325,8 @@ class PriceTable:
 
     def cost(self, model: str, usage: Usage) -> MicroDollar:
         """The cost of ``usage`` on ``model``, in micro-dollars, with this table's rounding."""
-        price = self.price(model)
-        rates = price.rates_for(usage.prompt_tokens)
+        price = self._cache.get(model) or self.price(model)
+        rates = price.rates_for(usage.prompt_tokens) if price.tiers else price.rates
         if self.rounding == "omnillm":
             return rates.omnillm_cost(usage)
         return -(-rates.exact_cost_numerator(usage) // _PER_MILLION)

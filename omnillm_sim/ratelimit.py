@@ -158,6 +158,10 @@ class SlidingWindowLog:
         self._prune(now)
         if len(self._log) < self._limit:
             return ALLOWED
+        return self._refusal()
+
+    def _refusal(self) -> Decision:
+        """The refusal of a full window (pruned as of ``_last``)."""
         # The oldest entry stops counting strictly after oldest + window.
         wait = (self._log[0] + self._window_us - self._last) / MICROS_PER_SECOND
         return Decision(
@@ -169,19 +173,32 @@ class SlidingWindowLog:
 
     def try_acquire(self, now: float) -> Decision:
         """Admit one request at ``now`` and log it, or refuse and record nothing."""
-        decision = self.test(now)
-        if not decision.allowed:
+        if self.acquire_at(now, _check_now(now, self._last)):
+            return ALLOWED
+        return self._refusal()
+
+    def acquire_at(self, now: float, now_us: int) -> bool:
+        """`try_acquire` with ``now`` already in microseconds (``now_us == to_micros(now)``;
+        the gateway converts a request's time once): True if admitted and logged."""
+        if now_us < self._last:
+            _check_now(now, self._last)  # raises: time went backwards
+        self._last = now_us
+        log = self._log
+        window = self._window_us
+        while log and now_us - log[0] > window:  # strict: exactly `window` old still counts
+            log.popleft()
+        if len(log) >= self._limit:
             self._rejected += 1
-            return decision
-        if self._log is _NO_ENTRIES:
-            self._log = deque()
-        self._log.append(self._last)
+            return False
+        if log is _NO_ENTRIES:
+            log = self._log = deque()
+        log.append(now_us)
         self._admitted += 1
         if self.watch is not None:
             self.watch()
-        if len(self._log) > self._peak:
-            self._peak = len(self._log)
-        return decision
+        if len(log) > self._peak:
+            self._peak = len(log)
+        return True
 
     def forget_latest(self, at: float) -> bool:
         """Remove the most recent entry logged at time ``at``; True if one was found.
@@ -243,6 +260,9 @@ class InflightTokenCap:
         self._last = _check_now(now, self._last)
         if self._inflight + tokens <= self._limit:
             return ALLOWED
+        return self._refusal(tokens)
+
+    def _refusal(self, tokens: int) -> Decision:
         return Decision(
             False,
             f"in-flight tokens {self._inflight} + {tokens} > cap {self._limit}",
@@ -259,19 +279,29 @@ class InflightTokenCap:
 
     def try_acquire(self, tokens: int, now: float) -> Decision:
         """Hold ``tokens`` until `release`, or refuse."""
+        if self.acquire_at(tokens, now, _check_now(now, self._last)):
+            return ALLOWED
+        return self._refusal(tokens)
+
+    def acquire_at(self, tokens: int, now: float, now_us: int) -> bool:
+        """`try_acquire` with ``now`` already in microseconds (``now_us == to_micros(now)``):
+        True if the tokens are now held."""
         if type(tokens) is not int or tokens < 0:
             non_negative_int("tokens", tokens)
-        decision = self.test(tokens, now)
-        if not decision.allowed:
+        if now_us < self._last:
+            _check_now(now, self._last)  # raises: time went backwards
+        self._last = now_us
+        inflight = self._inflight + tokens
+        if inflight > self._limit:
             self._rejected += 1
-            return decision
-        self._inflight += tokens
+            return False
+        self._inflight = inflight
         self._admitted += 1
-        if self._inflight > self._peak:
-            self._peak = self._inflight
+        if inflight > self._peak:
+            self._peak = inflight
         if self.watch is not None:
             self.watch()
-        return decision
+        return True
 
     def release(self, tokens: int, now: float) -> None:
         """Give back ``tokens`` held by a finished request.
@@ -279,9 +309,15 @@ class InflightTokenCap:
         Raises:
             InvalidValueError: more tokens than are in flight (a double release).
         """
+        self.release_at(tokens, now, _check_now(now, self._last))
+
+    def release_at(self, tokens: int, now: float, now_us: int) -> None:
+        """`release` with ``now`` already in microseconds (``now_us == to_micros(now)``)."""
         if type(tokens) is not int or tokens < 0:
             non_negative_int("tokens", tokens)
-        self._last = _check_now(now, self._last)
+        if now_us < self._last:
+            _check_now(now, self._last)  # raises: time went backwards
+        self._last = now_us
         if tokens > self._inflight:
             raise InvalidValueError(
                 "tokens", tokens, f"must be <= the {self._inflight} tokens in flight"

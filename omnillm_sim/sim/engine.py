@@ -245,13 +245,12 @@ class _Run:
         (a closed-loop client's) succeeds then. An ``observed`` log row is served as it
         happened (`_replay`), not by the provider.
         """
-        request = gw.Request(
-            id=arrival.id,
-            model=arrival.model,
-            prompt_tokens=arrival.prompt_tokens,
-            max_output_tokens=arrival.max_output_tokens,
-            stream=arrival.stream,
-        )
+        # Built without `Request`'s checks: the factory's values are already valid (int
+        # counts >= 1, a non-empty model, a bool stream).
+        request = _new(gw.Request, (
+            arrival.id, arrival.model, arrival.prompt_tokens, arrival.max_output_tokens, None,
+            arrival.stream,
+        ))
         now = self.env.now
         decision = self.gateway.admit(request, now)
         if now > self.end_time:

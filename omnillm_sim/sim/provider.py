@@ -304,9 +304,8 @@ class Provider:
             self._later(deadline - start, "timeout", start, None, None, None, key, token)
             return
         kind = "ok" if ending is None else "completed_then_cancelled"
-        event = self._env.timeout(
-            service, (kind, start, 200, None, Usage(arrival.prompt_tokens, output), key, token)
-        )
+        usage = _new(Usage, (arrival.prompt_tokens, output, 0, 0, 0, None))  # valid counts
+        event = self._env.timeout(service, (kind, start, 200, None, usage, key, token))
         event.callbacks.append(self._arrived)
 
     def _arrived(self, event: simpy.Event) -> None:

@@ -139,9 +139,9 @@ def test_safe_admission_commits_every_limit_of_the_key() -> None:
     assert key.bucket is not None
     assert (key.cap.inflight, key.rpm.count(0.0)) == (1_124, 1)
     assert key.bucket.level(0.0) == pytest.approx(2_000 - 1_124)
-    assert adm._reservation is not None and adm._reservation.state == "open"
+    assert adm.reservation is not None and adm.reservation.state == "open"
     settlement = gw.finish(adm, ok(Usage(100, 10)), 1.0)
-    assert adm._reservation.state == "settled" and adm._reservation.actual == 650
+    assert adm.reservation.state == "settled" and adm.reservation.actual == 650
     assert settlement.charged == 650 and key.cap.inflight == 0
 
 
