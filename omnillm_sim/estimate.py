@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from omnillm_sim.errors import ConfigError, InvalidValueError
 from omnillm_sim.money import MicroDollar
@@ -48,9 +48,18 @@ REQUEST_OVERHEAD_TOKENS = 16
 """Chat-template tokens allowed per request (reply priming, system framing)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EstimateRequest:
-    """What is known about a request before it is sent.
+class _EstimateRequestFields(NamedTuple):
+    model: str
+    prompt_bytes: int
+    max_output_tokens: int | None
+    messages: int
+    prompt_tokens: int | None
+    omnillm_prompt_bytes: int | None
+    thinking_tokens: int
+
+
+class EstimateRequest(_EstimateRequestFields):
+    """What is known about a request before it is sent (keyword arguments only).
 
     ``prompt_bytes`` is the UTF-8 length of the prompt text (messages, instructions, tool
     payloads); ``messages`` the number of chat messages; ``prompt_tokens`` an exact token
@@ -60,46 +69,56 @@ class EstimateRequest:
     ``thinking_tokens`` are output tokens a thinking budget allows on top of
     ``max_output_tokens`` (Gemini's ``thinkingConfig.thinkingBudget``; billed as output).
 
+    An immutable named tuple (one is made per request the simulator or the plugin sees).
+
     Raises:
         InvalidValueError: negative or non-integer counts, or an empty model name.
     """
 
-    model: str
-    prompt_bytes: int = 0
-    max_output_tokens: int | None = None
-    messages: int = 1
-    prompt_tokens: int | None = None
-    omnillm_prompt_bytes: int | None = None
-    thinking_tokens: int = 0
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.omnillm_prompt_bytes is not None:
-            non_negative_int("omnillm_prompt_bytes", self.omnillm_prompt_bytes)
-        if self.thinking_tokens:
-            non_negative_int("thinking_tokens", self.thinking_tokens)
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise InvalidValueError("model", self.model, "must be a non-empty model name")
-        pb, msgs = self.prompt_bytes, self.messages
-        mo, pt = self.max_output_tokens, self.prompt_tokens
-        if (  # hot path (one per simulated request): plain ints pass one test
+    def __new__(
+        cls,
+        *,
+        model: str,
+        prompt_bytes: int = 0,
+        max_output_tokens: int | None = None,
+        messages: int = 1,
+        prompt_tokens: int | None = None,
+        omnillm_prompt_bytes: int | None = None,
+        thinking_tokens: int = 0,
+    ) -> EstimateRequest:
+        if omnillm_prompt_bytes is not None:
+            non_negative_int("omnillm_prompt_bytes", omnillm_prompt_bytes)
+        if thinking_tokens:
+            non_negative_int("thinking_tokens", thinking_tokens)
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidValueError("model", model, "must be a non-empty model name")
+        pb, msgs, mo, pt = prompt_bytes, messages, max_output_tokens, prompt_tokens
+        if not (  # hot path: plain ints pass one test
             type(pb) is int and pb >= 0 and type(msgs) is int and msgs >= 0
             and (mo is None or (type(mo) is int and mo >= 0))
             and (pt is None or (type(pt) is int and pt >= 0))
         ):
-            return
-        non_negative_int("prompt_bytes", self.prompt_bytes)
-        non_negative_int("messages", self.messages)
-        if self.max_output_tokens is not None:
-            non_negative_int("max_output_tokens", self.max_output_tokens)
-        if self.prompt_tokens is not None:
-            non_negative_int("prompt_tokens", self.prompt_tokens)
+            non_negative_int("prompt_bytes", pb)
+            non_negative_int("messages", msgs)
+            if mo is not None:
+                non_negative_int("max_output_tokens", mo)
+            if pt is not None:
+                non_negative_int("prompt_tokens", pt)
+        return tuple.__new__(
+            cls, (model, pb, mo, msgs, pt, omnillm_prompt_bytes, thinking_tokens)
+        )
+
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, object]]:
+        return (), self._asdict()  # copy and pickle through the keyword-only constructor
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     """An estimate: the tokens reserved against a key's token cap and the money reserved.
 
     ``bounded`` is True when ``cost`` is a true upper bound of the request's actual cost.
+    An immutable named tuple (one is made per simulated request shape).
     """
 
     tokens: int

@@ -459,7 +459,7 @@ class Gateway:
         self._estimator: Estimator = get_estimator(self._policy.estimator)
         # Estimates by request shape: the estimate is a pure function of it and of the fixed
         # estimator and prices, and workloads repeat shapes (bounded; cleared when full).
-        self._estimates: dict[tuple[str, int, int | None, int], Estimate] = {}
+        self._estimates: dict[tuple[object, ...], Estimate] = {}
         self._pool = KeyPool(
             config.keys,
             strategy=config.strategy or self._policy.default_strategy,
@@ -529,15 +529,16 @@ class Gateway:
 
     def estimate(self, request: Request) -> Estimate:
         """The estimate this gateway's policy makes for ``request`` (consumes nothing)."""
-        shape = (request.model, request.bytes, request.max_output_tokens, request.prompt_tokens)
+        # (model, prompt_tokens, max_output_tokens, prompt_bytes): what the estimate reads
+        shape = request[1:5]
         est = self._estimates.get(shape)
         if est is None:
             est = self._estimator.estimate(
                 EstimateRequest(
-                    model=shape[0],
-                    prompt_bytes=shape[1],
-                    max_output_tokens=shape[2],
-                    prompt_tokens=shape[3],
+                    model=request.model,
+                    prompt_bytes=request.bytes,
+                    max_output_tokens=request.max_output_tokens,
+                    prompt_tokens=request.prompt_tokens,
                 ),
                 self._prices,
             )

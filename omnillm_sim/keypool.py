@@ -271,21 +271,36 @@ class OmnillmStrategy:
         self.attempt_cap = positive_int("attempt_cap", attempt_cap)
         self.last_attempts = 0
 
+    @property
+    def rng(self) -> random.Random:
+        """The random stream of the start index."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._randrange = _randrange(rng)  # looked up once, not per request
+
     def choose(self, view: PoolView) -> int | None:
         n = len(view)
         self.last_attempts = 0
         if n == 0:
             return None
-        start = _randrange(self.rng)(n)
+        start = self._randrange(n)
+        attempts, cap = 0, self.attempt_cap
         for i in range(n):
-            if self.last_attempts >= self.attempt_cap:
-                return None
-            k = (start + i) % n
+            if attempts >= cap:
+                break
+            k = start + i
+            if k >= n:
+                k -= n
             if not view.available(k):
                 continue  # skipped without using an attempt
-            self.last_attempts += 1
+            attempts += 1
             if view.fits(k):
+                self.last_attempts = attempts
                 return k
+        self.last_attempts = attempts
         return None
 
     def __repr__(self) -> str:
@@ -624,6 +639,7 @@ class KeyPool:
         )
         self.strategy = make_strategy(strategy, rng=rng, attempt_cap=attempt_cap)
         self.rate_in_selection = rate_in_selection
+        self._view = _View(self.keys, 0, 0.0, rate_in_selection, 0)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -634,11 +650,12 @@ class KeyPool:
         ``now_us`` is ``to_micros(now)`` if the caller has it already. Consumes nothing: the
         caller commits the key's limits.
         """
-        if now_us is None:
-            now_us = to_micros(now)
-        return self.strategy.choose(
-            _View(self.keys, tokens, now, self.rate_in_selection, now_us)
-        )
+        view = self._view  # one view, re-aimed per request (strategies keep no reference)
+        view.tokens = tokens
+        view.now = now
+        view.now_us = to_micros(now) if now_us is None else now_us
+        view.rate_in_selection = self.rate_in_selection
+        return self.strategy.choose(view)
 
     def explain(self, tokens: int, now: float) -> tuple[bool, str]:
         """Why `select` found no key: ``(rate_limited, detail)``.

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
+from itertools import repeat
 
 __all__ = ["DISTRIBUTIONS", "Distribution"]
 
@@ -68,17 +71,20 @@ class Distribution:
         return self.mean
 
     def sample(self, rng: random.Random) -> float:
-        """One draw using ``rng`` (exactly one or two calls to it, whatever the kind)."""
-        if self.kind == "constant":
-            return self.mean
+        """One draw using ``rng`` (the same calls to it as one call of `sampler`'s function)."""
+        return self.sampler(rng)()
+
+    def sampler(self, rng: random.Random) -> Callable[[], float]:
+        """A function of no arguments that draws from ``rng`` as `sample` does: a caller
+        that draws many times builds it once (the kind and parameters are read here)."""
         if self.kind == "uniform":
-            return rng.uniform(self.low, self.high)
+            return partial(rng.uniform, self.low, self.high)
+        if self.kind == "constant" or self.mean == 0:
+            return repeat(self.mean).__next__  # always the mean, no draw from rng
         if self.kind == "exponential":
-            return rng.expovariate(1.0 / self.mean) if self.mean > 0 else 0.0
-        if self.mean == 0:
-            return 0.0
+            return partial(rng.expovariate, 1.0 / self.mean)
         mu, sigma = self._params
-        return rng.lognormvariate(mu, sigma)
+        return partial(rng.lognormvariate, mu, sigma)
 
     def scaled(self, factor: float) -> Distribution:
         """The same shape with every location parameter multiplied by ``factor``."""

@@ -277,7 +277,8 @@ class _Run:
             checker.touched(decision.key)
             checker.admitted(arrival.id, decision.estimate.cost)
         self._move(decision.key, 1, now)
-        self._budget_step()
+        if self.keep_records:
+            self._budget_step()
         if observed is not None:
             self.env.process(self._replay(decision, arrival, observed))
         else:
@@ -288,7 +289,8 @@ class _Run:
         """The provider's reply to an admitted request: finish it at the gateway."""
         admission, arrival, done = token
         now = self.env.now
-        settlement = self.gateway.finish(admission, _outcome(reply), now)
+        outcome = gw.ok(reply.usage) if reply.kind == "ok" else _outcome(reply)  # type: ignore[arg-type]
+        settlement = self.gateway.finish(admission, outcome, now)
         checker = self.checker
         if checker is not None:
             checker.touched(admission.key)

@@ -60,6 +60,12 @@ class RequestFactory:
         self._provider = scenario.provider
         self._rng = rng
         self._next_id = 0
+        # Built once: `make` runs per request and draws these in a fixed order.
+        provider = scenario.provider
+        self._prompt = self._spec.prompt_tokens.sampler(rng)
+        self._output = self._spec.output_tokens.sampler(rng)
+        self._ttft = provider.ttft.sampler(rng)
+        self._service = provider.service.sampler(rng) if provider.service else None
 
     def make(
         self,
@@ -71,18 +77,18 @@ class RequestFactory:
         failed: bool = False,
     ) -> Arrival:
         """The next request, arriving at ``time``; trace values override the drawn sizes."""
-        rng = self._rng
+        uniform = self._rng.random
         spec = self._spec
         # Always draw every value (even when the trace supplies it) so streams stay aligned.
-        drawn_prompt = max(1, round(spec.prompt_tokens.sample(rng)))
-        drawn_output = max(1, round(spec.output_tokens.sample(rng)))
-        stream = rng.random() < spec.stream_fraction
-        cancel = rng.random() < spec.cancel_rate
-        cancel_at = rng.random()
-        draw = rng.random()
-        jitter_u = rng.random()
-        ttft = self._provider.ttft.sample(rng)
-        service = self._provider.service.sample(rng) if self._provider.service else None
+        drawn_prompt = max(1, round(self._prompt()))
+        drawn_output = max(1, round(self._output()))
+        stream = uniform() < spec.stream_fraction
+        cancel = uniform() < spec.cancel_rate
+        cancel_at = uniform()
+        draw = uniform()
+        jitter_u = uniform()
+        ttft = self._ttft()
+        service = self._service() if self._service is not None else None
         jitter = 1.0 + self._provider.jitter * (2.0 * jitter_u - 1.0)
         self._next_id += 1
         # tuple.__new__ is what Arrival._make does, without a Python frame (one per request).
