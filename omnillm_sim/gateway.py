@@ -533,15 +533,12 @@ class Gateway:
         shape = request[1:5]
         est = self._estimates.get(shape)
         if est is None:
-            est = self._estimator.estimate(
-                EstimateRequest(
-                    model=request.model,
-                    prompt_bytes=request.bytes,
-                    max_output_tokens=request.max_output_tokens,
-                    prompt_tokens=request.prompt_tokens,
-                ),
-                self._prices,
-            )
+            # Built as EstimateRequest._make does: a Request's fields are already checked.
+            shaped = _new(EstimateRequest, (
+                request.model, request.bytes, request.max_output_tokens, 1,
+                request.prompt_tokens, None, 0,
+            ))
+            est = self._estimator.estimate(shaped, self._prices)
             if len(self._estimates) >= _ESTIMATES_KEPT:
                 self._estimates.clear()
             self._estimates[shape] = est
@@ -567,7 +564,10 @@ class Gateway:
             UnknownModelError: the price table cannot price the request's model.
             InvalidValueError: ``now`` is earlier than a time already seen.
         """
-        now = self._tick(now)
+        if type(now) is float and now >= self._now:  # `_tick`'s common case, inlined
+            self._now = now
+        else:
+            now = self._tick(now)
         now_us = to_micros(now)  # once per request: the limiters take both forms
         est = self.estimate(request)
         k = self._pool.select(est.tokens, now, now_us)
@@ -647,54 +647,63 @@ class Gateway:
             InvalidValueError: ``stream_dropped`` for a request that was not streamed;
                 ``now`` earlier than a time already seen.
         """
-        now = self._tick(now)
-        if self._open.get(admission.seq) is not admission:
+        if type(now) is float and now >= self._now:  # `_tick`'s common case, inlined
+            self._now = now
+        else:
+            now = self._tick(now)
+        seq = admission.seq
+        if self._open.get(seq) is not admission:
             raise ReservationStateError(
                 f"{admission!r} was already finished (or comes from another gateway)"
             )
         kind = outcome.kind
-        if kind in _STREAM_ONLY and not admission.request.stream:
-            raise InvalidValueError("outcome", outcome, f"{kind} needs stream=True")
-        quirks = self._policy.stream_quirks and admission.reservation is None
-        if quirks and kind == "completed_then_cancelled" and not isinstance(
-            self._budget, SeedBudgetTracker
-        ):
-            raise ReservationStateError(
-                "completed_then_cancelled under the faithful policy settles twice, which the "
-                "reference BudgetTracker refuses: give the gateway a SeedBudgetTracker"
-            )
-        del self._open[admission.seq]
+        reservation = admission.reservation
+        quirks = reservation is None and self._policy.stream_quirks
+        if kind in _STREAM_ONLY:
+            if not admission.request.stream:
+                raise InvalidValueError("outcome", outcome, f"{kind} needs stream=True")
+            if quirks and kind == "completed_then_cancelled" and not isinstance(
+                self._budget, SeedBudgetTracker
+            ):
+                raise ReservationStateError(
+                    "completed_then_cancelled under the faithful policy settles twice, which "
+                    "the reference BudgetTracker refuses: give the gateway a SeedBudgetTracker"
+                )
+        del self._open[seq]
+        est = admission.estimate
         key = self._pool.keys[admission.key]
-        key.cap.release(admission.estimate.tokens, now)  # omnillm: the lease's Drop
+        key.cap.release(est.tokens, now)  # omnillm: the lease's Drop
         if quirks and kind == "stream_abandoned":
             # omnillm 8.2: nobody polls the stream again, so nothing settles and nothing is
             # reported: the estimate stays reserved for good.
             key.breaker.record_ignored(admission.ticket, now)
             self._leaked += 1
-            self._leaked_reserved += admission.estimate.cost
+            self._leaked_reserved += est.cost
             self._cancelled += 1
             return _new(Settlement, (admission, outcome, 0, "none", 0, True, None))
         charged = self._charge(admission, outcome)
-        if admission.reservation is not None:
-            admission.reservation.settle(charged)
+        if reservation is not None:
+            reservation.settle(charged)
         else:
-            self._budget.settle(admission.estimate.cost, charged)
+            self._budget.settle(est.cost, charged)
         resettled = None
         if quirks and kind == "completed_then_cancelled":
             # omnillm 8.1: the late cancel settles again on the same usage (fetch_sub wraps).
             assert isinstance(self._budget, SeedBudgetTracker)
-            self._budget.settle_again(admission.estimate.cost, charged)
-            resettled = charged - admission.estimate.cost
+            self._budget.settle_again(est.cost, charged)
+            resettled = charged - est.cost
             self._double_settled += 1
         effect = self._key_effect(key, admission, outcome, now)
-        under = max(charged - admission.estimate.cost, 0)
         self._charged += charged
-        if under:
+        under = charged - est.cost
+        if under > 0:
             self._underestimated += under
             self._underestimated_requests += 1
-        if kind in ("ok", "completed_then_cancelled"):
+        else:
+            under = 0
+        if kind == "ok" or kind == "completed_then_cancelled":
             self._succeeded += 1
-        elif kind in ("cancelled", "stream_abandoned"):
+        elif kind == "cancelled" or kind == "stream_abandoned":
             self._cancelled += 1
         else:
             self._failed += 1

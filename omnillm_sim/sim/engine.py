@@ -288,7 +288,7 @@ class _Run:
     def _replied(self, reply: ProviderReply, token: Any) -> None:
         """The provider's reply to an admitted request: finish it at the gateway."""
         admission, arrival, done = token
-        now = self.env.now
+        now = reply.end  # the reply arrives now
         outcome = gw.ok(reply.usage) if reply.kind == "ok" else _outcome(reply)  # type: ignore[arg-type]
         settlement = self.gateway.finish(admission, outcome, now)
         checker = self.checker

@@ -270,9 +270,9 @@ class Provider:
                 self._arm(key)
                 return
             self._busy[key] += 1
-            self._start(key, arrival, token, deadline)
+            self._start(key, arrival, token, deadline, now)
         else:
-            self._start(None, arrival, token, deadline)
+            self._start(None, arrival, token, deadline, now)
 
     def _later(
         self, delay: float, kind: str, start: float | None, status: int | None,
@@ -281,9 +281,11 @@ class Provider:
         event = self._env.timeout(delay, (kind, start, status, retry, usage, key, token))
         event.callbacks.append(self._arrived)
 
-    def _start(self, key: str | None, arrival: Arrival, token: Any, deadline: float) -> None:
-        """Service begins now (on a slot of ``key``, or with no slot limit if ``None``)."""
-        start = self._env.now
+    def _start(
+        self, key: str | None, arrival: Arrival, token: Any, deadline: float, start: float
+    ) -> None:
+        """Service begins now, at ``start`` (on a slot of ``key``, or with no slot limit if
+        ``None``)."""
         service = self.service_time(arrival)
         output = min(arrival.output_tokens, arrival.max_output_tokens)
         cancel_at = arrival.cancel_at
@@ -310,17 +312,17 @@ class Provider:
 
     def _arrived(self, event: simpy.Event) -> None:
         kind, start, status, retry, usage, key, token = event._value
-        env = self._env
+        now = self._env.now
         on_reply = self._on_reply
         assert on_reply is not None, "Provider.submit needs on_reply"
-        on_reply(_new(ProviderReply, (kind, start, env.now, status, retry, usage)), token)
+        on_reply(_new(ProviderReply, (kind, start, now, status, retry, usage)), token)
         if key is not None and start is not None:  # a slot frees: the next waiting one starts
             queue = self._queues[key]
             if queue:
-                self._expire(key, env.now)
+                self._expire(key, now)
             if queue:
                 _, deadline, arrival, waiting = queue.popleft()
-                self._start(key, arrival, waiting, deadline)
+                self._start(key, arrival, waiting, deadline, now)
             else:
                 self._busy[key] -= 1
 
