@@ -207,12 +207,14 @@ class _Run:
             self.area += self.in_system * span
             self.last_change = now
         self.in_system += delta
-        n = self.per_key[key]
-        span = now - self.key_since[key]
-        if n and span > 0:
-            self.key_area[key] += n * span
-        self.key_since[key] = now
-        self.per_key[key] = n + delta
+        per_key, since = self.per_key, self.key_since
+        n = per_key[key]
+        if n:
+            span = now - since[key]
+            if span > 0:
+                self.key_area[key] += n * span
+        since[key] = now
+        per_key[key] = n + delta
         self.changed.add(key)
 
     def _close_areas(self) -> None:
@@ -403,6 +405,7 @@ class _Run:
         """Start the open workload: arrivals come from timeout callbacks, one per instant."""
         self._arrivals = iter(open_arrivals(self.scenario, self.factory, self.arrival_rng))
         self._next_arrival: Arrival | None = None
+        self._due = self._arrivals_due  # one bound method for every arrival timeout
         start = self.env.event()
         start._ok, start._value = True, None
         start.callbacks.append(self._arrivals_due)
@@ -418,7 +421,7 @@ class _Run:
             delay = arrival.time - env.now
             if delay > 0:
                 self._next_arrival = arrival
-                env.timeout(delay).callbacks.append(self._arrivals_due)
+                env.timeout(delay).callbacks.append(self._due)
                 return
             arrive(arrival)
             arrival = next(arrivals, None)

@@ -121,6 +121,7 @@ class Provider:
             label: deque() for label in self._busy
         }
         self._armed = dict.fromkeys(self._busy, False)
+        self._arrived_cb = self._arrived  # one bound method for every reply timeout
 
     def _fault(self, key: str, arrival: Arrival, now: float) -> FaultSpec | None:
         if not self._faults:
@@ -279,7 +280,7 @@ class Provider:
         retry: str | None, usage: Usage | None, key: str | None, token: Any,
     ) -> None:
         event = self._env.timeout(delay, (kind, start, status, retry, usage, key, token))
-        event.callbacks.append(self._arrived)
+        event.callbacks.append(self._arrived_cb)
 
     def _start(
         self, key: str | None, arrival: Arrival, token: Any, deadline: float, start: float
@@ -308,7 +309,7 @@ class Provider:
         kind = "ok" if ending is None else "completed_then_cancelled"
         usage = _new(Usage, (arrival.prompt_tokens, output, 0, 0, 0, None))  # valid counts
         event = self._env.timeout(service, (kind, start, 200, None, usage, key, token))
-        event.callbacks.append(self._arrived)
+        event.callbacks.append(self._arrived_cb)
 
     def _arrived(self, event: simpy.Event) -> None:
         kind, start, status, retry, usage, key, token = event._value
