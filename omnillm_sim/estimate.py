@@ -46,6 +46,7 @@ MESSAGE_OVERHEAD_TOKENS = 8
 """Chat-template tokens allowed per message (OpenAI's format uses 3-4)."""
 REQUEST_OVERHEAD_TOKENS = 16
 """Chat-template tokens allowed per request (reply priming, system framing)."""
+_new = tuple.__new__  # a named tuple without the keyword-parsing constructor (hot path)
 
 
 class _EstimateRequestFields(NamedTuple):
@@ -106,9 +107,7 @@ class EstimateRequest(_EstimateRequestFields):
                 non_negative_int("max_output_tokens", mo)
             if pt is not None:
                 non_negative_int("prompt_tokens", pt)
-        return tuple.__new__(
-            cls, (model, pb, mo, msgs, pt, omnillm_prompt_bytes, thinking_tokens)
-        )
+        return _new(cls, (model, pb, mo, msgs, pt, omnillm_prompt_bytes, thinking_tokens))
 
     def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, object]]:
         return (), self._asdict()  # copy and pickle through the keyword-only constructor
@@ -162,7 +161,7 @@ class OmnillmEstimator:
         )
         tokens = prompt + output
         rate = prices.price(request.model).rates.input
-        return Estimate(tokens, prompt, output, tokens * rate // 1_000_000, bounded=False)
+        return _new(Estimate, (tokens, prompt, output, tokens * rate // 1_000_000, False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +201,8 @@ class UpperBoundEstimator:
         output += request.thinking_tokens
         in_rate, out_rate = prices.price(request.model).worst_rates(prompt)
         numerator = prompt * in_rate + output * out_rate
-        return Estimate(prompt + output, prompt, output, -(-numerator // 1_000_000), bounded)
+        cost = -(-numerator // 1_000_000)
+        return _new(Estimate, (prompt + output, prompt, output, cost, bounded))
 
 
 # -- omnillm's prompt size of a wire request (types/request.rs 100-142, message.rs) ------------
