@@ -21,6 +21,7 @@ import math
 import random
 from collections.abc import Callable, Generator
 from dataclasses import asdict, is_dataclass
+from operator import itemgetter
 from typing import Any
 
 import simpy
@@ -45,6 +46,7 @@ ProgressFn = Callable[[float], None]
 
 _PROGRESS_EVERY = 2_000
 _new = tuple.__new__  # RequestRecord._make without a Python frame (one record per request)
+_BY_ID = itemgetter(0)  # a RequestRecord's id, read in C (sorting a million records)
 
 
 def build_gateway(scenario: Scenario, rng: random.Random) -> gw.Gateway:
@@ -536,7 +538,7 @@ class _Run:
             seed=self.seed,
             policy=self.scenario.gateway.policy,
             key_labels=self.labels,
-            records=tuple(sorted(self.records, key=lambda r: r.id)),
+            records=tuple(sorted(self.records, key=_BY_ID)),
             samples=tuple(self.samples),
             budget_steps=tuple(self.budget_steps),
             end_time=self.end_time,

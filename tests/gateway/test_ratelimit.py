@@ -99,16 +99,19 @@ class WindowMachine(RuleBasedStateMachine):
     def advance(self, dt: float) -> None:
         self.now += dt
 
-    @rule(peek=st.booleans())
-    def acquire(self, peek: bool) -> None:
+    @rule(how=st.sampled_from(["test", "try_acquire", "acquire_at"]))
+    def acquire(self, how: str) -> None:
         # Times compared in integer microseconds, as the limiter does (6.6 s + 10 s - 6.6 s is
         # 10.000000000000002 in floats).
         now, window = to_micros(self.now), to_micros(self.window)
         recent = sum(1 for a in self.admitted if now - to_micros(a) <= window)
-        if peek:
+        if how == "test":
             assert bool(self.w.test(self.now)) == (recent < self.limit)
             return
-        got = self.w.try_acquire(self.now)
+        if how == "acquire_at":  # the gateway's form: the time converted once by the caller
+            got: object = self.w.acquire_at(self.now, now)
+        else:
+            got = self.w.try_acquire(self.now)
         assert bool(got) == (recent < self.limit), (self.now, self.admitted)
         if got:
             self.admitted.append(self.now)

@@ -1,6 +1,8 @@
-"""The key pool's one-conversion views of the limiters (`SlidingWindowLog.count_at`,
-`InflightTokenCap.has_room_at`, issue 15): the same answers as `count` / `test` for any
-sequence of times, the same refusal of time going backwards, and `forget_latest`'s notice."""
+"""The limiters' one-conversion forms (issue 15): the key pool's views
+(`SlidingWindowLog.count_at`, `InflightTokenCap.has_room_at`) and the gateway's commits
+(`SlidingWindowLog.acquire_at`, `InflightTokenCap.acquire_at` / `release_at`) give the same
+answers and counters as `count` / `test` / `try_acquire` / `release` for any sequence of
+times, refuse time going backwards the same way, and tell the watcher alike."""
 
 from __future__ import annotations
 
@@ -44,6 +46,73 @@ def test_an_exact_fit_has_room_and_one_more_token_has_not() -> None:
     assert cap.try_acquire(60, 0.0)
     assert cap.has_room_at(40, 1.0, 1_000_000) is True  # 60 + 40 = 100: fits
     assert cap.has_room_at(41, 1.0, 1_000_000) is False
+
+
+cap_ops = st.lists(
+    st.tuples(st.sampled_from(["acquire", "release"]), st.integers(0, 60), st.integers(0, 3)),
+    max_size=40,
+)
+
+
+@given(limit=st.integers(1, 100), ops=cap_ops)
+def test_the_caps_commits_at_a_converted_time_follow_the_token_count(
+    limit: int, ops: list[tuple[str, int, int]]
+) -> None:
+    # The model: tokens in flight, admitted iff they fit, released only if held.
+    cap, held, admitted, rejected, peak, t_us = InflightTokenCap(limit), 0, 0, 0, 0, 0
+    released = watched = 0
+
+    def watch() -> None:
+        nonlocal watched
+        watched += 1
+
+    cap.watch = watch
+    for op, tokens, gap in ops:
+        t_us += gap * 250_000
+        now = t_us / 1_000_000
+        if op == "acquire":
+            fits = held + tokens <= limit
+            assert cap.acquire_at(tokens, now, to_micros(now)) is fits
+            if fits:
+                held, admitted, peak = held + tokens, admitted + 1, max(peak, held + tokens)
+            else:
+                rejected += 1
+        elif tokens <= held:
+            cap.release_at(tokens, now, to_micros(now))
+            held, released = held - tokens, released + 1
+        else:
+            with pytest.raises(InvalidValueError, match="tokens in flight"):
+                cap.release_at(tokens, now, to_micros(now))
+            continue
+        assert cap.inflight == held
+    stats = cap.stats()
+    assert (stats.admitted, stats.rejected, stats.in_use, stats.peak) == (
+        admitted, rejected, held, peak
+    )
+    assert watched == admitted + released  # a refusal or a bad release tells nobody
+
+
+def test_the_caps_commits_refuse_bad_token_counts() -> None:
+    cap = InflightTokenCap(10)
+    with pytest.raises(InvalidValueError, match=r"tokens\(=-1\)"):
+        cap.acquire_at(-1, 0.0, 0)
+    with pytest.raises(InvalidValueError, match=r"tokens\(=1\.5\)"):
+        cap.release_at(1.5, 0.0, 0)  # type: ignore[arg-type]
+    assert cap.stats().admitted == 0 and cap.inflight == 0
+
+
+@pytest.mark.parametrize("form", ["window acquire_at", "cap acquire_at", "cap release_at"])
+def test_the_commits_refuse_time_going_backwards(form: str) -> None:
+    log, cap = SlidingWindowLog(3, window=10.0), InflightTokenCap(10)
+    assert log.try_acquire(5.0) and cap.try_acquire(2, 5.0)
+    with pytest.raises(InvalidValueError, match=r"^now\(=4\.0\) must be >= 5\.0 "):
+        if form == "window acquire_at":
+            log.acquire_at(4.0, to_micros(4.0))
+        elif form == "cap acquire_at":
+            cap.acquire_at(1, 4.0, to_micros(4.0))
+        else:
+            cap.release_at(1, 4.0, to_micros(4.0))
+    assert len(log._log) == 1 and cap.inflight == 2  # nothing changed
 
 
 @pytest.mark.parametrize("view", ["count_at", "has_room_at"])
