@@ -110,6 +110,7 @@ class WindowMachine(RuleBasedStateMachine):
             return
         if how == "acquire_at":  # the gateway's form: the time converted once by the caller
             got: object = self.w.acquire_at(self.now, now)
+            assert got is (recent < self.limit)  # a bool, not merely truthy
         else:
             got = self.w.try_acquire(self.now)
         assert bool(got) == (recent < self.limit), (self.now, self.admitted)
@@ -138,6 +139,7 @@ def test_cap_timeline_equality_admitted_and_time_never_releases() -> None:
     refused = cap.try_acquire(50, 1.0)
     assert not refused and refused.retry_after is None
     assert refused.reason == "in-flight tokens 60 + 50 > cap 100"
+    assert cap.test(50, 1.0) == refused  # the same answer without consuming
     assert cap.try_acquire(40, 2.0)  # 60 + 40 == 100 is admitted
     assert not cap.try_acquire(1, 10_000.0)  # no decay with time: it is not a rate
     cap.release(60, 10_001.0)

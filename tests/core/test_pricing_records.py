@@ -1,0 +1,70 @@
+"""`Usage` is an immutable named tuple (issue 15: one is made per simulated reply): its checks,
+its equality and hash without the wire shape, copy and pickle; and `Rates.omnillm_cost`, now
+written out per part, still gives whole micro-dollars on every branch."""
+
+from __future__ import annotations
+
+import copy
+import operator
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from omnillm_sim.errors import InvalidValueError
+from omnillm_sim.pricing import Rates, Usage
+
+counts = st.integers(min_value=0, max_value=10**6)
+shapes = st.sampled_from([None, "openai", "anthropic"])
+
+
+@given(i=counts, o=counts, r=counts, w=counts, h=counts,
+       a=shapes, b=shapes)
+def test_usage_equality_and_hash_ignore_the_shape(
+    i: int, o: int, r: int, w: int, h: int, a: str | None, b: str | None
+) -> None:
+    x, y = Usage(i, o, r, w, h, shape=a), Usage(i, o, r, w, h, shape=b)  # type: ignore[arg-type]
+    assert operator.eq(x, y) and operator.ne(x, y) is False and hash(x) == hash(y)
+    assert len({x, y}) == 1
+    assert operator.ne(x, Usage(i, o + 1, r, w, h))
+    assert operator.eq(x, Usage(i + 1, o, r, w, h)) is False
+    assert x.shape == a and x.prompt_tokens == i + r + w + h
+
+
+def test_usage_leaves_other_types_to_their_own_comparison() -> None:
+    u = Usage(1, 2)
+    assert u.__eq__("1, 2") is NotImplemented and u.__ne__(3) is NotImplemented
+    assert (u == 3) is False and (u != 3) is True  # Python's fallback: identity
+
+
+def test_usage_survives_copy_and_pickle_with_its_shape() -> None:
+    u = Usage(1, 2, 3, 4, 5, shape="anthropic")
+    for again in (copy.copy(u), copy.deepcopy(u), pickle.loads(pickle.dumps(u))):
+        assert again == u and again.shape == "anthropic" and type(again) is Usage
+
+
+def test_usage_keeps_its_checks_in_every_position() -> None:
+    for position in range(5):
+        counts_ = [1, 1, 1, 1, 1]
+        counts_[position] = -1
+        with pytest.raises(InvalidValueError, match=r"_tokens\(=-1\)"):
+            Usage(*counts_)
+    with pytest.raises(InvalidValueError, match="shape"):
+        Usage(1, 1, shape="gemini")  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError):
+        Usage(True, 1)
+
+
+@given(usage=st.builds(Usage, counts, counts, counts, counts, counts, shape=shapes),
+       rates=st.builds(Rates, input=counts, output=counts,
+                       cache_read=st.none() | counts, cache_write=st.none() | counts,
+                       cache_write_1h=st.none() | counts))
+def test_omnillm_cost_is_whole_micro_dollars_on_every_branch(usage: Usage, rates: Rates) -> None:
+    # Each part is floor(tokens x rate / 1e6): an int, never more than the exact product sum.
+    cost = rates.omnillm_cost(usage)
+    assert type(cost) is int and cost >= 0
+    top = max(rates.input, rates.output, rates.cache_read or 0, rates.cache_write or 0,
+              rates.cache_write_1h or 0)
+    tokens = usage.prompt_tokens + usage.output_tokens
+    assert cost * 1_000_000 <= tokens * top

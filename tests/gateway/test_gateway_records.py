@@ -1,0 +1,62 @@
+"""The gateway's per-request records are immutable named tuples (issue 15: a frozen dataclass
+cost several times as much to build): they keep the checks, keyword-only construction and
+immutability of the dataclasses they replaced, and survive copy and pickle."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import random
+
+import pytest
+
+from omnillm_sim.budget import BudgetTracker
+from omnillm_sim.errors import InvalidValueError
+from omnillm_sim.estimate import EstimateRequest
+from omnillm_sim.gateway import Gateway, GatewayConfig, KeyConfig, Outcome, Request, ok, timeout
+from omnillm_sim.pricing import Usage, catalogue
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Request(id=7, model="gpt-4o", prompt_tokens=3, max_output_tokens=9, stream=True),
+        EstimateRequest(model="gpt-4o", prompt_bytes=40, messages=2, thinking_tokens=5),
+        Outcome("http_error", status=429, retry_after="7"),
+    ],
+)
+def test_records_survive_copy_and_pickle(record: object) -> None:
+    # Request and EstimateRequest take keywords only: a named tuple's default copy and pickle
+    # call the constructor with positional arguments, which they refuse.
+    for again in (copy.copy(record), copy.deepcopy(record), pickle.loads(pickle.dumps(record))):
+        assert again == record and type(again) is type(record)
+        assert repr(again) == repr(record)
+
+
+def test_keyword_only_records_still_refuse_positional_arguments() -> None:
+    with pytest.raises(TypeError):
+        Request(1, "m", 1)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        EstimateRequest("m", 10)  # type: ignore[misc]
+
+
+def test_ok_checks_its_usage_although_it_skips_the_generic_checks() -> None:
+    assert ok(Usage(3, 4)) == Outcome("ok", Usage(3, 4))
+    assert ok(Usage(3, 4)).kind == "ok" and ok(Usage(3, 4)).cost is None
+    with pytest.raises(InvalidValueError, match="usage"):
+        ok((3, 4, 0, 0, 0, None))  # type: ignore[arg-type]  # a tuple is not a Usage
+    with pytest.raises(InvalidValueError, match="usage"):
+        ok(None)  # type: ignore[arg-type]
+    assert timeout() == Outcome("timeout") and timeout() is timeout()  # immutable: shared
+
+
+def test_records_refuse_assignment() -> None:
+    gw = Gateway(GatewayConfig(keys=(KeyConfig(label="a"),)), budget=BudgetTracker("1.00"),
+                 prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=random.Random(0))
+    adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10), 0.0)
+    settlement = gw.finish(adm, ok(Usage(10, 1)), 1.0)  # type: ignore[arg-type]
+    for record in (adm, settlement, adm.estimate, Usage(1, 1), EstimateRequest(model="m")):
+        with pytest.raises(AttributeError):
+            record.cost = 1  # type: ignore[misc,union-attr]
+        with pytest.raises(AttributeError):
+            record.anything = 1  # type: ignore[union-attr]  # no __dict__ either

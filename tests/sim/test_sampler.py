@@ -1,0 +1,41 @@
+"""`Distribution.sampler` (issue 15: the request factory builds its samplers once) draws what
+`random`'s own calls give, with each kind's parameters worked out here independently."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from omnillm_sim.sim.distributions import Distribution
+
+
+@given(seed=st.integers(0, 2**32), mean=st.floats(0.0, 1e4), cv=st.floats(0.0, 3.0),
+       low=st.floats(0.0, 100.0), width=st.floats(0.0, 100.0))
+def test_a_sampler_draws_what_the_distribution_says(
+    seed: int, mean: float, cv: float, low: float, width: float
+) -> None:
+    # Against `random`'s own calls with the parameters worked out here: a lognormal of mean m
+    # and coefficient of variation c has sigma^2 = ln(1 + c^2) and mu = ln(m) - sigma^2 / 2.
+    def expected(kind: str, rng: random.Random) -> float:
+        if kind == "constant" or (kind != "uniform" and mean == 0):
+            return mean  # no draw
+        if kind == "uniform":
+            return rng.uniform(low, low + width)
+        if kind == "exponential":
+            return rng.expovariate(1.0 / mean)
+        sigma2 = math.log1p(cv * cv)  # ln(1 + c^2), accurate for small c
+        return rng.lognormvariate(math.log(mean) - sigma2 / 2, math.sqrt(sigma2))
+
+    for kind in ("constant", "uniform", "exponential", "lognormal"):
+        dist = Distribution(kind=kind, mean=mean, cv=cv, low=low, high=low + width)
+        ours, theirs = random.Random(seed), random.Random(seed)
+        draw = dist.sampler(ours)
+        got = [draw() for _ in range(3)]
+        want = [expected(kind, theirs) for _ in range(3)]
+        assert got == pytest.approx(want, rel=1e-12, abs=0.0), kind
+        assert ours.getstate() == theirs.getstate(), kind  # the same number of draws
+        assert dist.sample(ours) == pytest.approx(expected(kind, theirs), rel=1e-12, abs=0.0)
