@@ -283,8 +283,8 @@ class OmnillmStrategy:
 
     def choose(self, view: PoolView) -> int | None:
         n = len(view)
-        self.last_attempts = 0
         if n == 0:
+            self.last_attempts = 0
             return None
         start = self._randrange(n)
         attempts, cap = 0, self.attempt_cap
@@ -639,7 +639,8 @@ class KeyPool:
         )
         self.strategy = make_strategy(strategy, rng=rng, attempt_cap=attempt_cap)
         self.rate_in_selection = rate_in_selection
-        self._view = _View(self.keys, 0, 0.0, rate_in_selection, 0)
+        # placeholders: `select` sets tokens, now and now_us before every use
+        self._view = _View(self.keys, 0, 0.0, rate_in_selection, 0)  # pragma: no mutate
 
     def __len__(self) -> int:
         return len(self.keys)
