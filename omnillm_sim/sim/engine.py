@@ -232,10 +232,14 @@ class _Run:
     def _budget_step(self) -> None:
         if not self.keep_records:
             return
-        used, spent = self.budget.used, self.budget.spent
+        budget = self.budget
+        used, spent = budget.used, budget.spent
         steps = self.budget_steps
-        if not steps or steps[-1][1] != used or steps[-1][2] != spent:
-            steps.append((self.env.now, used, spent, used - spent))
+        if steps:
+            last = steps[-1]
+            if last[1] == used and last[2] == spent:
+                return
+        steps.append((self.env.now, used, spent, used - spent))
 
     # -- request life --------------------------------------------------------------------
 

@@ -80,8 +80,8 @@ class RequestFactory:
         uniform = self._rng.random
         spec = self._spec
         # Always draw every value (even when the trace supplies it) so streams stay aligned.
-        drawn_prompt = max(1, round(self._prompt()))
-        drawn_output = max(1, round(self._output()))
+        drawn_prompt = round(self._prompt()) or 1  # at least one token (draws are >= 0)
+        drawn_output = round(self._output()) or 1
         stream = uniform() < spec.stream_fraction
         cancel = uniform() < spec.cancel_rate
         cancel_at = uniform()
