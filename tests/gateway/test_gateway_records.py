@@ -13,7 +13,18 @@ import pytest
 from omnillm_sim.budget import BudgetTracker
 from omnillm_sim.errors import InvalidValueError
 from omnillm_sim.estimate import EstimateRequest
-from omnillm_sim.gateway import Gateway, GatewayConfig, KeyConfig, Outcome, Request, ok, timeout
+from omnillm_sim.gateway import (
+    Admission,
+    Gateway,
+    GatewayConfig,
+    KeyConfig,
+    Outcome,
+    Request,
+    Settlement,
+    ok,
+    stream_abandoned,
+    timeout,
+)
 from omnillm_sim.pricing import Usage, catalogue
 
 
@@ -60,3 +71,36 @@ def test_records_refuse_assignment() -> None:
             record.cost = 1  # type: ignore[misc,union-attr]
         with pytest.raises(AttributeError):
             record.anything = 1  # type: ignore[union-attr]  # no __dict__ either
+
+
+def _gateway() -> Gateway:
+    return Gateway(GatewayConfig(keys=(KeyConfig(label="a"),)), budget=BudgetTracker("1.00"),
+                   prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=random.Random(0))
+
+
+def test_a_settlement_built_by_hand_has_the_documented_defaults() -> None:
+    gw = _gateway()
+    adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10), 0.0)
+    s = Settlement(adm, ok(Usage(1, 1)), 5, "success")  # type: ignore[arg-type]
+    assert (s.underestimate, s.leaked, s.resettled) == (0, False, None)
+
+
+def test_an_abandoned_stream_leaks_its_estimate_and_underestimates_nothing() -> None:
+    gw = _gateway()  # the faithful policy (omnillm 8.2)
+    adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10, stream=True), 0.0)
+    assert isinstance(adm, Admission)
+    s = gw.finish(adm, stream_abandoned(), 1.0)
+    assert s.leaked is True and (s.charged, s.underestimate, s.key_effect) == (0, 0, "none")
+    assert gw.budget.used == adm.estimate.cost  # reserved for good
+
+
+@pytest.mark.parametrize("seen_by", ["finish", "key_status"])
+def test_the_gateway_remembers_the_latest_time_whoever_saw_it(seen_by: str) -> None:
+    gw = _gateway()
+    adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10), 1.0)
+    if seen_by == "finish":
+        gw.finish(adm, ok(Usage(10, 1)), 5.0)  # type: ignore[arg-type]
+    else:
+        gw.key_status(5.0)
+    with pytest.raises(InvalidValueError, match=r"^now\(=4\.0\) must be >= 5\.0"):
+        gw.admit(Request(id=2, model="gpt-4o", prompt_tokens=10), 4.0)
