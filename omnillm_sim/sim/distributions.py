@@ -79,8 +79,10 @@ class Distribution:
         that draws many times builds it once (the kind and parameters are read here)."""
         if self.kind == "uniform":
             return partial(rng.uniform, self.low, self.high)
-        if self.kind == "constant" or self.mean == 0:
+        if self.kind == "constant":
             return repeat(self.mean).__next__  # always the mean, no draw from rng
+        if self.mean == 0:
+            return repeat(0.0).__next__  # a degenerate exponential or lognormal: no draw
         if self.kind == "exponential":
             return partial(rng.expovariate, 1.0 / self.mean)
         mu, sigma = self._params
