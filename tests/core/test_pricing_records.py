@@ -68,3 +68,13 @@ def test_omnillm_cost_is_whole_micro_dollars_on_every_branch(usage: Usage, rates
               rates.cache_write_1h or 0)
     tokens = usage.prompt_tokens + usage.output_tokens
     assert cost * 1_000_000 <= tokens * top
+
+
+def test_an_openai_row_prices_unshaped_cache_writes_as_input_whole_micro_dollars() -> None:
+    # A row with a cached-input rate only (OpenAI's): an unshaped usage pays its cache writes
+    # at the input rate and its reads at the cached rate, each part floored to whole micro-$:
+    # output 333 x $10/M = 3,330; input + writes (1,001 + 7 + 3) x $2.50/M = 2,527.5 -> 2,527;
+    # reads 2,000 x $1.25/M = 2,500.
+    rates = Rates(input=2_500_000, output=10_000_000, cache_read=1_250_000)
+    cost = rates.omnillm_cost(Usage(1_001, 333, 2_000, 7, 3))
+    assert cost == 3_330 + 2_527 + 2_500 and type(cost) is int
