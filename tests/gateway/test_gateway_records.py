@@ -5,6 +5,7 @@ immutability of the dataclasses they replaced, and survive copy and pickle."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import random
 
@@ -25,6 +26,7 @@ from omnillm_sim.gateway import (
     stream_abandoned,
     timeout,
 )
+from omnillm_sim.policy import OMNILLM_0_1_5
 from omnillm_sim.pricing import Usage, catalogue
 
 
@@ -94,13 +96,38 @@ def test_an_abandoned_stream_leaks_its_estimate_and_underestimates_nothing() -> 
     assert gw.budget.used == adm.estimate.cost  # reserved for good
 
 
-@pytest.mark.parametrize("seen_by", ["finish", "key_status"])
+@pytest.mark.parametrize("seen_by", ["admit", "finish", "key_status"])
 def test_the_gateway_remembers_the_latest_time_whoever_saw_it(seen_by: str) -> None:
-    gw = _gateway()
+    # Two keys taken in turn: the key the refused request would get has never seen 5.0, so
+    # only the gateway's own clock can refuse it, before it touches any budget or key.
+    gw = Gateway(
+        GatewayConfig(keys=(KeyConfig(label="a"), KeyConfig(label="b")), strategy="round-robin"),
+        budget=BudgetTracker("1.00"), prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"),
+        rng=random.Random(0),
+    )
     adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10), 1.0)
-    if seen_by == "finish":
+    if seen_by == "admit":
+        gw.finish(adm, ok(Usage(10, 1)), 1.0)  # type: ignore[arg-type]
+        gw.admit(Request(id=3, model="gpt-4o", prompt_tokens=10), 5.0)  # takes key "b"
+    elif seen_by == "finish":
         gw.finish(adm, ok(Usage(10, 1)), 5.0)  # type: ignore[arg-type]
     else:
         gw.key_status(5.0)
+    before = (gw.budget.used, gw.in_flight, [k.cap.inflight for k in gw.pool.keys])
     with pytest.raises(InvalidValueError, match=r"^now\(=4\.0\) must be >= 5\.0"):
         gw.admit(Request(id=2, model="gpt-4o", prompt_tokens=10), 4.0)
+    assert (gw.budget.used, gw.in_flight, [k.cap.inflight for k in gw.pool.keys]) == before
+
+
+def test_without_the_stream_quirks_a_faithful_gateway_settles_an_abandoned_stream() -> None:
+    # An ablation: omnillm's handle-less budget calls without its stream quirks (8.2). The
+    # quirk needs both: no reservation handle and the policy's quirk flag.
+    no_quirks = dataclasses.replace(OMNILLM_0_1_5, name="faithful-without-8.2", stream_quirks=False)
+    gw = Gateway(GatewayConfig(keys=(KeyConfig(label="a"),), policy=no_quirks),
+                 budget=BudgetTracker("1.00"),
+                 prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=random.Random(0))
+    adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10, stream=True), 0.0)
+    assert isinstance(adm, Admission) and adm.reservation is None
+    s = gw.finish(adm, stream_abandoned(), 1.0)
+    assert s.leaked is False and gw.budget.stats().open_count == 0
+    assert gw.stats().leaked == 0 and gw.stats().cancelled == 1
