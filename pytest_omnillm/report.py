@@ -7,6 +7,7 @@ process's tests or every worker's.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
@@ -109,10 +110,16 @@ class SpendSummary:
     ledger_path: str | None = None  # set when the ledger file is kept (open reservations)
     notes: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def requests(self) -> list[dict[str, Any]]:
-        """Every request record: tests', then outside tests, then lost with a worker."""
-        return [r for t in self.tests for r in t["requests"]] + self.outside + self.lost
+        """Every request record: tests', then outside tests, then lost with a worker.
+
+        Computed once: a summary is read many times (one pass over every test's record each
+        time would cost a large suite more than its few LLM requests), never changed.
+        """
+        return [r for t in self.tests if t["requests"] for r in t["requests"]] + (
+            self.outside + self.lost
+        )
 
     @property
     def spent(self) -> int:

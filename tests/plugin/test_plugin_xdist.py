@@ -8,6 +8,7 @@ prompt. These runs are subprocesses (xdist needs them); they are the slowest plu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ def test_billed_equals_estimate_admits_exactly_five(
     result.stdout.fnmatch_lines(
         ["session: $0.000500 spent in 12 LLM request(s) from 12 test(s), 7 refused*"]
     )
+    # The controller shows each refused test with the budget's own status letter.
+    progress = re.search(r"^([.B]+)\s+\[100%\]$", result.stdout.str(), re.MULTILINE)
+    assert progress is not None and sorted(progress.group(1)) == ["."] * 5 + ["B"] * 7
 
 
 def test_every_decision_matches_the_ledger(
