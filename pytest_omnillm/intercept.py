@@ -198,6 +198,23 @@ def _stream_classes(module: ModuleType) -> tuple[type[Any], type[Any]]:
     return ObservedStream, ObservedAsyncStream
 
 
+_match_endpoint: Callable[[str, str], Endpoint | None] | None = None
+
+
+def _set_match(
+    match: Callable[[str, str], Endpoint | None],
+) -> Callable[[str, str], Endpoint | None]:
+    global _match_endpoint
+    _match_endpoint = match
+    return match
+
+
+def _header(headers: Any, name: str) -> str:
+    """``headers.get(name, "")`` of an httpx/httpx2 ``Headers`` (whose ``get`` raises and
+    catches a KeyError inside for an absent header, the usual case here)."""
+    return ", ".join(headers.get_list(name))
+
+
 def _prepare(request: Any) -> tuple[Handler, Endpoint] | None:
     return _prepare_url(request.method, request.url.path)
 
@@ -207,9 +224,12 @@ def _prepare_url(method: str, path: str) -> tuple[Handler, Endpoint] | None:
     handler = _current()
     if handler is None:
         return None
-    from pytest_omnillm.adapters import match_endpoint
+    match = _match_endpoint
+    if match is None:  # the adapters load at the first request
+        from pytest_omnillm.adapters import match_endpoint
 
-    endpoint = match_endpoint(method, path)
+        match = _set_match(match_endpoint)
+    endpoint = match(method, path)
     if endpoint is None:
         return None
     return handler, endpoint
@@ -232,9 +252,7 @@ def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) 
         flight.redirected(response.status_code)
         return
     watch = flight.response(
-        response.status_code,
-        headers.get("content-type", ""),
-        headers.get("content-encoding", ""),
+        response.status_code, _header(headers, "content-type"), _header(headers, "content-encoding")
     )
     if not watch:
         flight.done()
@@ -282,7 +300,7 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = request.read()
         info = RequestInfo(
             endpoint, request.method, str(request.url), body, library,
-            request.headers.get("content-encoding", ""),
+            _header(request.headers, "content-encoding"),
         )
         flight = handler.start(info)  # raises to refuse: nothing is sent
         token = _sending.set(request)
@@ -314,7 +332,7 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = await request.aread()
         info = RequestInfo(
             endpoint, request.method, str(request.url), body, library,
-            request.headers.get("content-encoding", ""),
+            _header(request.headers, "content-encoding"),
         )
         flight = handler.start(info)
         token = _sending.set(request)

@@ -49,6 +49,22 @@ def redact_url(url: str) -> str:
     >>> redact_url("https://u:pw@api.example.com/v1/chat?api-key=s3cr3t&x=1")
     'https://REDACTED@api.example.com/v1/chat?api-key=REDACTED&x=1'
     """
+    # A test suite calls a few URLs many times: redact each once.
+    try:
+        return _redacted[url]
+    except KeyError:
+        pass
+    if len(_redacted) >= _REDACTED_MAX:
+        _redacted.clear()
+    redacted = _redacted[url] = _redact_url(url)
+    return redacted
+
+
+_redacted: dict[str, str] = {}
+_REDACTED_MAX = 1024
+
+
+def _redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
