@@ -125,13 +125,16 @@ class LLMBudgetPlugin:
         self._item: pytest.Item | None = None  # the test running now
         self._budget: Budget = settings.budget  # ... and its budget
         self._test: TestBudget | None = None  # ... and its TestBudget, once made
-        self.tests: list[dict[str, Any]] = []
+        # Each test's record in the order the tests ended; a str is the node id of a test that
+        # made no LLM call under the run's budget (most tests): its record is made when needed.
+        self._records: list[dict[str, Any] | str] = []
         self.outside: list[dict[str, Any]] = []
         self.interception_notes: list[str] = []
         self.ledger_kept = False
         self._status_hook = False  # _BudgetStatus registered (at the first budget failure)
         # The xdist controller runs no test: its records come with the workers' reports.
         self.controller = _is_xdist_controller(config)
+        self.worker = _is_worker(config)
         worker_input = getattr(config, "workerinput", {})
         shared = _LEDGER_INPUT in worker_input or (
             settings.session_budget.micros is not None and self.controller
@@ -142,6 +145,12 @@ class LLMBudgetPlugin:
             # ledger from the start
             self._make_session()
         intercept.push_handler(self)
+
+    @property
+    def tests(self) -> list[dict[str, Any]]:
+        """Every finished test's record (a dict, as in the JSON report), in order."""
+        budget = self.settings.budget
+        return [_unused_record(r, budget) if isinstance(r, str) else r for r in self._records]
 
     @property
     def session(self) -> BudgetSession:
@@ -307,7 +316,10 @@ class LLMBudgetPlugin:
         test = self._test
         if test is None:  # nothing reserved, nothing to check
             if call.when == "teardown":
-                self._record(report, _unused_record(item.nodeid, self._budget))
+                if self.worker or self._budget is not self.settings.budget:
+                    self._record(report, _unused_record(item.nodeid, self._budget))
+                elif not self.controller:
+                    self._records.append(item.nodeid)  # no record object kept per test
             return report
         from pytest_omnillm.session import check_test
 
@@ -333,11 +345,12 @@ class LLMBudgetPlugin:
         return report
 
     def _record(self, report: pytest.TestReport, record: dict[str, Any]) -> None:
-        """Attach the test's record to its teardown report (xdist carries it to the
-        controller), and keep it unless the controller collects it from there."""
-        setattr(report, _REPORT_ATTR, record)
-        if not self.controller:
-            self.tests.append(record)
+        """Keep the test's record; in an xdist worker, attach it to the teardown report, which
+        carries it to the controller."""
+        if self.worker:
+            setattr(report, _REPORT_ATTR, record)
+        elif not self.controller:
+            self._records.append(record)
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -368,7 +381,7 @@ class LLMBudgetPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if _is_worker(self.config):
+        if self.worker:
             workeroutput = getattr(self.config, "workeroutput", {})
             outside = self._session.outside if self._session is not None else []
             workeroutput[_OUTSIDE_OUTPUT] = [r.as_dict() for r in outside]
@@ -380,7 +393,7 @@ class LLMBudgetPlugin:
             write_json(self._summary(), path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if _is_worker(self.config):
+        if self.worker:
             return
         from pytest_omnillm.report import ledger_kept_lines, render
 
@@ -430,7 +443,7 @@ class _Collector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, _REPORT_ATTR, None)
         if record is not None:
-            self._plugin.tests.append(record)
+            self._plugin._records.append(record)
 
 
 def _test_record(test: TestBudget) -> dict[str, Any]:
