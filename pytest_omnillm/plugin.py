@@ -149,8 +149,13 @@ class LLMBudgetPlugin:
     @property
     def tests(self) -> list[dict[str, Any]]:
         """Every finished test's record (a dict, as in the JSON report), in order."""
+        return list(self._test_records())
+
+    def _test_records(self) -> Any:
+        from pytest_omnillm.report import TestRecords
+
         budget = self.settings.budget
-        return [_unused_record(r, budget) if isinstance(r, str) else r for r in self._records]
+        return TestRecords(self._records, lambda nodeid: _unused_record(nodeid, budget))
 
     @property
     def session(self) -> BudgetSession:
@@ -367,7 +372,7 @@ class LLMBudgetPlugin:
         session = self._session
         outside = self.outside + [r.as_dict() for r in session.outside] if session else self.outside
         return summarise(
-            self.tests,
+            self._test_records(),
             outside,
             session_limit=self.settings.session_budget.micros,
             session_source=self.settings.session_budget.source,

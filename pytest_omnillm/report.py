@@ -11,16 +11,17 @@ import functools
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from omnillm_sim.money import format_usd
 
 __all__ = [
     "SpendSummary",
+    "TestRecords",
     "ledger_kept_lines",
     "redact_text",
     "redact_url",
@@ -114,7 +115,7 @@ class SpendSummary:
     crash) before it could report them; open ones are charged at their estimate.
     """
 
-    tests: list[dict[str, Any]]
+    tests: Sequence[dict[str, Any]]
     outside: list[dict[str, Any]]
     session_limit: int | None
     session_source: str
@@ -213,10 +214,47 @@ class SpendSummary:
                 "ledger_kept": self.ledger_path,
                 "interception": self.notes,
             },
-            "tests": self.tests,
+            "tests": list(self.tests),
             "outside_tests": self.outside,
             "lost_with_workers": self.lost,
         }
+
+
+class TestRecords(Sequence[dict[str, Any]]):
+    """The per-test records of a run, in order, some of them made only when read.
+
+    ``records`` holds dicts (`summarise` takes them as they are: a test's record does not
+    change after the test) and node ids, whose record ``make(nodeid)`` gives: most tests
+    make no LLM call, and a suite of thousands then holds no dict per test while it runs
+    or while it is summarised (fewer objects for the garbage collector to walk).
+    """
+
+    def __init__(
+        self, records: list[dict[str, Any] | str], make: Callable[[str], dict[str, Any]]
+    ) -> None:
+        self._records = records
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self._record(r) for r in self._records[index]]
+        return self._record(self._records[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for record in self._records:
+            yield self._record(record)
+
+    def _record(self, record: dict[str, Any] | str) -> dict[str, Any]:
+        return record if isinstance(record, dict) else self._make(record)
 
 
 def summarise(
@@ -237,7 +275,8 @@ def summarise(
     With a shared ledger, every ledger entry no record accounts for (its worker died before
     reporting it) becomes a ``"lost"`` record, so the totals equal the ledger's.
     """
-    test_list = [dict(t) for t in tests]
+    # TestRecords are made on reading: no dict per test is held while summarising.
+    test_list = tests if isinstance(tests, TestRecords) else [dict(t) for t in tests]
     outside_list = [dict(r) for r in outside]
     every = [r for t in test_list for r in t["requests"]] + outside_list
     known = {r.get("ledger_id") for r in every if r.get("ledger_id") is not None}

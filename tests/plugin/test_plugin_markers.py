@@ -74,6 +74,7 @@ def test_the_closest_marker_wins_at_every_level(pytester: pytest.Pytester) -> No
         "test_b.py::TestPlain::test_default": 500_000,
     }
     assert {k: tests[k]["limit"] for k in expected} == expected
+    assert list(tests) == list(expected)  # in the order the tests ran
     assert tests["test_a.py::TestClass::test_class_marker"]["limit_source"] == (
         "@pytest.mark.llm_budget on test_a.py::TestClass::test_class_marker"
     )
@@ -155,3 +156,28 @@ def test_closest_marker_agrees_with_a_direct_walk(items: list[_Node]) -> None:
     for item in items:
         found = closest_marker(item, "llm_budget", above)  # type: ignore[arg-type]
         assert found is _walk(item, "llm_budget")
+
+
+# -- the records of tests that made no call are made when read -----------------------------------
+
+
+@given(
+    st.lists(st.one_of(st.text(max_size=5), st.builds(dict, spent=st.integers(0, 9))),
+             max_size=12),
+    st.integers(-14, 14),
+    st.integers(-14, 14),
+)
+def test_test_records_read_like_the_list_they_stand_for(
+    records: list[Any], start: int, stop: int
+) -> None:
+    from pytest_omnillm.report import TestRecords
+
+    def make(nodeid: str) -> dict[str, Any]:
+        return {"nodeid": nodeid, "spent": 0}
+
+    full = [make(r) if isinstance(r, str) else r for r in records]
+    lazy = TestRecords(records, make)
+    assert len(lazy) == len(full) and list(lazy) == full
+    assert lazy[start:stop] == full[start:stop]
+    if full:
+        assert lazy[start % len(full)] == full[start % len(full)]
