@@ -14,6 +14,11 @@ and a session budget) and ``-p no:omnillm``:
   which includes the server's turn; the note adds the client's CPU time per call, the
   plugin's share without the server and less moved by other processes);
 
+With ``OMNILLM_BENCH_INSTRUCTIONS=1`` (and valgrind installed) the suite's note adds the
+instructions of one on and one off command (cachegrind): unlike CPU time, a count does not
+move with the machine's load, so it shows a few percent of overhead that a shared machine's
+noise (spreads of +-20% per pair) hides.
+
 Both run from cached bytecode, as a user's second run does: each command runs once uncounted
 first, with ``PYTHONDONTWRITEBYTECODE`` unset and ``PYTHONPYCACHEPREFIX`` pointing into the
 scratch directory. With bytecode writing off (as on some CI and shared machines) every "on"
@@ -29,7 +34,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,22 +111,38 @@ def _fake_server() -> Iterator[Any]:
         server.close()
 
 
-def _pytest(where: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run pytest in ``where``; (CPU seconds of the child, wall seconds)."""
+INSTRUCTIONS_ENV = "OMNILLM_BENCH_INSTRUCTIONS"
+"""Set to 1 to also count the suite's instructions with valgrind (slow; no machine noise)."""
+
+
+def _run(
+    where: Path, args: list[str], env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run pytest in ``where`` (under ``prefix``, e.g. valgrind).
+
+    Raises:
+        RuntimeError: pytest failed.
+    """
     child_env = {**os.environ, "PYTHONPYCACHEPREFIX": str(where / ".pycache"), **(env or {})}
     child_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "-p", "no:randomly", *args],
+        [*prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "no:xdist", "-p", "no:randomly", *args],
         cwd=where, capture_output=True, text=True, env=child_env,
     )
-    elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"pytest {' '.join(args)} failed:\n{proc.stdout[-2000:]}"
                            f"{proc.stderr[-2000:]}")
+    return proc
+
+
+def _pytest(where: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run pytest in ``where``; (CPU seconds of the child, wall seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    _run(where, args, env)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, elapsed
 
@@ -148,10 +171,38 @@ def plugin_suite(size: Size) -> Figure:
         where = _scratch(tmp, "test_trivial.py", SUITE.format(n=n))
         _pytest(where, ON), _pytest(where, OFF)  # warm-up: write the bytecode caches
         pair = side_by_side(lambda: run(ON, "on"), lambda: run(OFF, "off"), reps)
+        counted = _instructions(where) if os.environ.get(INSTRUCTIONS_ENV) == "1" else None
     extra = {f"wall_{k}_s": statistics.median(v) for k, v in walls.items()}
-    return Figure(name, pair.ours, pair.baseline, "cpu s", "ratio<=", 1.05, reps,
-                  note=f"{n:,} tests; whole pytest command incl. start-up, CPU time; on = "
-                  f"{' '.join(ON)}, off = {' '.join(OFF)}", extra=extra, spread=pair.spread)
+    note = (f"{n:,} tests; whole pytest command incl. start-up, CPU time; on = "
+            f"{' '.join(ON)}, off = {' '.join(OFF)}")
+    if counted is not None:
+        extra |= {"instructions_on": counted[0], "instructions_off": counted[1]}
+        note += (f"; instructions (valgrind) {counted[0] / 1e9:.3f}G vs {counted[1] / 1e9:.3f}G "
+                 f"= {counted[0] / counted[1]:.3f}x")
+    else:
+        note += f" ({INSTRUCTIONS_ENV}=1 adds the instruction counts)"
+    return Figure(name, pair.ours, pair.baseline, "cpu s", "ratio<=", 1.05, reps, note=note,
+                  extra=extra, spread=pair.spread)
+
+
+def _instructions(where: Path) -> tuple[float, float] | None:
+    """Instructions of the whole on and off commands (valgrind's cachegrind), or None.
+
+    A count does not depend on the machine's load, unlike every timed figure here; it only
+    moves with hash seeds and addresses (fixed here: ``PYTHONHASHSEED=0``, by about 0.1%).
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    prefix = (valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+    counts = []
+    for args in (ON, OFF):
+        stderr = _run(where, args, {"PYTHONHASHSEED": "0"}, prefix).stderr
+        found = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
+        if found is None:
+            return None
+        counts.append(float(found.group(1).replace(",", "")))
+    return counts[0], counts[1]
 
 
 def plugin_request(size: Size) -> Figure:
