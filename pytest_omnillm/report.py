@@ -50,14 +50,17 @@ def redact_url(url: str) -> str:
     >>> redact_url("https://u:pw@api.example.com/v1/chat?api-key=s3cr3t&x=1")
     'https://REDACTED@api.example.com/v1/chat?api-key=REDACTED&x=1'
     """
-    # A test suite calls a few URLs many times: redact each once.
+    # A test suite calls a few URLs many times: redact each once. Only URLs without userinfo,
+    # query or fragment are kept, so the cache never holds a credential.
     try:
         return _redacted[url]
     except KeyError:
         pass
-    if len(_redacted) >= _REDACTED_MAX:
-        _redacted.clear()
-    redacted = _redacted[url] = _redact_url(url)
+    redacted = _redact_url(url)
+    if "@" not in url and "?" not in url and "#" not in url:
+        if len(_redacted) >= _REDACTED_MAX:
+            _redacted.clear()
+        _redacted[url] = redacted
     return redacted
 
 
