@@ -155,7 +155,7 @@ def _scratch(tmp: str, name: str, text: str) -> Path:
 
 
 def plugin_suite(size: Size) -> Figure:
-    n, reps = (50, 1) if size == "smoke" else (2_000, 5)
+    n, reps = (50, 1) if size == "smoke" else (2_000, 9)
     name = f"pytest plugin: {n:,} trivial tests, on vs off"
     why = _available()
     if why:
