@@ -132,12 +132,13 @@ class LLMBudgetPlugin:
         self.interception_notes: list[str] = []
         self.ledger_kept = False
         self._status_hook = False  # _BudgetStatus registered (at the first budget failure)
-        # The xdist controller runs no test: its records come with the workers' reports.
-        self.controller = _is_xdist_controller(config)
+        # An xdist controller with workers runs no test: its records come with the workers'
+        # reports. (``--dist`` without workers, say from addopts, runs the tests here.)
+        self.controller = _is_xdist_controller(config) and bool(getattr(config.option, "tx", None))
         self.worker = _is_worker(config)
         worker_input = getattr(config, "workerinput", {})
         shared = _LEDGER_INPUT in worker_input or (
-            settings.session_budget.micros is not None and self.controller
+            settings.session_budget.micros is not None and _is_xdist_controller(config)
         )
         priced = settings.prices is not None or settings.fallback_model is not None
         if shared or priced or settings.model_map:
@@ -321,9 +322,9 @@ class LLMBudgetPlugin:
         test = self._test
         if test is None:  # nothing reserved, nothing to check
             if call.when == "teardown":
-                if self.worker or self._budget is not self.settings.budget:
+                if self.worker or self.controller or self._budget is not self.settings.budget:
                     self._record(report, _unused_record(item.nodeid, self._budget))
-                elif not self.controller:
+                else:
                     self._records.append(item.nodeid)  # no record object kept per test
             return report
         from pytest_omnillm.session import check_test
@@ -351,10 +352,11 @@ class LLMBudgetPlugin:
 
     def _record(self, report: pytest.TestReport, record: dict[str, Any]) -> None:
         """Keep the test's record; in an xdist worker, attach it to the teardown report, which
-        carries it to the controller."""
-        if self.worker:
+        carries it to the controller (a controller that runs a test itself collects it from
+        its report the same way)."""
+        if self.worker or self.controller:
             setattr(report, _REPORT_ATTR, record)
-        elif not self.controller:
+        else:
             self._records.append(record)
 
     # -- reporting -----------------------------------------------------------------------------
