@@ -10,7 +10,14 @@ and a session budget) and ``-p no:omnillm``:
   (the wall-time medians are kept beside it);
 * request: one test sends non-streamed ``chat.completions.create`` calls with the real openai
   client to the fake OpenAI server of ``tests/plugin/fakellm.py`` (a thread of this process,
-  on 127.0.0.1) and reports the median time per call after a warm-up;
+  on 127.0.0.1) and reports the median time per call after a warm-up (the figure: wall time,
+  which includes the server's turn; the note adds the client's CPU time per call, the
+  plugin's share without the server and less moved by other processes);
+
+With ``OMNILLM_BENCH_INSTRUCTIONS=1`` (and valgrind installed) the suite's note adds the
+instructions of one on and one off command (cachegrind): unlike CPU time, a count does not
+move with the machine's load, so it shows a few percent of overhead that a shared machine's
+noise (spreads of +-20% per pair) hides.
 
 Both run from cached bytecode, as a user's second run does: each command runs once uncounted
 first, with ``PYTHONDONTWRITEBYTECODE`` unset and ``PYTHONPYCACHEPREFIX`` pointing into the
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,16 +76,17 @@ def test_requests():
     client = openai.OpenAI(base_url=os.environ["FAKE_LLM_URL"] + "/v1", api_key="k",
                            max_retries=0)
     messages = [{{"role": "user", "content": "Summarise the benchmark in one line."}}]
-    times = []
+    times, cpu = [], []
     for i in range({warm} + {n}):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages,
                                                max_tokens=64)
         if i >= {warm}:
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         assert reply.choices
     with open(os.environ["BENCH_OUT"], "w") as fh:
-        json.dump(statistics.median(times), fh)
+        json.dump([statistics.median(times), statistics.median(cpu)], fh)
 """
 
 
@@ -101,22 +111,38 @@ def _fake_server() -> Iterator[Any]:
         server.close()
 
 
-def _pytest(where: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run pytest in ``where``; (CPU seconds of the child, wall seconds)."""
+INSTRUCTIONS_ENV = "OMNILLM_BENCH_INSTRUCTIONS"
+"""Set to 1 to also count the suite's instructions with valgrind (slow; no machine noise)."""
+
+
+def _run(
+    where: Path, args: list[str], env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run pytest in ``where`` (under ``prefix``, e.g. valgrind).
+
+    Raises:
+        RuntimeError: pytest failed.
+    """
     child_env = {**os.environ, "PYTHONPYCACHEPREFIX": str(where / ".pycache"), **(env or {})}
     child_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "-p", "no:randomly", *args],
+        [*prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "no:xdist", "-p", "no:randomly", *args],
         cwd=where, capture_output=True, text=True, env=child_env,
     )
-    elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"pytest {' '.join(args)} failed:\n{proc.stdout[-2000:]}"
                            f"{proc.stderr[-2000:]}")
+    return proc
+
+
+def _pytest(where: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run pytest in ``where``; (CPU seconds of the child, wall seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    _run(where, args, env)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, elapsed
 
@@ -129,7 +155,7 @@ def _scratch(tmp: str, name: str, text: str) -> Path:
 
 
 def plugin_suite(size: Size) -> Figure:
-    n, reps = (50, 1) if size == "smoke" else (2_000, 5)
+    n, reps = (50, 1) if size == "smoke" else (2_000, 9)
     name = f"pytest plugin: {n:,} trivial tests, on vs off"
     why = _available()
     if why:
@@ -145,10 +171,38 @@ def plugin_suite(size: Size) -> Figure:
         where = _scratch(tmp, "test_trivial.py", SUITE.format(n=n))
         _pytest(where, ON), _pytest(where, OFF)  # warm-up: write the bytecode caches
         pair = side_by_side(lambda: run(ON, "on"), lambda: run(OFF, "off"), reps)
+        counted = _instructions(where) if os.environ.get(INSTRUCTIONS_ENV) == "1" else None
     extra = {f"wall_{k}_s": statistics.median(v) for k, v in walls.items()}
-    return Figure(name, pair.ours, pair.baseline, "cpu s", "ratio<=", 1.05, reps,
-                  note=f"{n:,} tests; whole pytest command incl. start-up, CPU time; on = "
-                  f"{' '.join(ON)}, off = {' '.join(OFF)}", extra=extra, spread=pair.spread)
+    note = (f"{n:,} tests; whole pytest command incl. start-up, CPU time; on = "
+            f"{' '.join(ON)}, off = {' '.join(OFF)}")
+    if counted is not None:
+        extra |= {"instructions_on": counted[0], "instructions_off": counted[1]}
+        note += (f"; instructions (valgrind) {counted[0] / 1e9:.3f}G vs {counted[1] / 1e9:.3f}G "
+                 f"= {counted[0] / counted[1]:.3f}x")
+    else:
+        note += f" ({INSTRUCTIONS_ENV}=1 adds the instruction counts)"
+    return Figure(name, pair.ours, pair.baseline, "cpu s", "ratio<=", 1.05, reps, note=note,
+                  extra=extra, spread=pair.spread)
+
+
+def _instructions(where: Path) -> tuple[float, float] | None:
+    """Instructions of the whole on and off commands (valgrind's cachegrind), or None.
+
+    A count does not depend on the machine's load, unlike every timed figure here; it only
+    moves with hash seeds and addresses (fixed here: ``PYTHONHASHSEED=0``, by about 0.1%).
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    prefix = (valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+    counts = []
+    for args in (ON, OFF):
+        stderr = _run(where, args, {"PYTHONHASHSEED": "0"}, prefix).stderr
+        found = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
+        if found is None:
+            return None
+        counts.append(float(found.group(1).replace(",", "")))
+    return counts[0], counts[1]
 
 
 def plugin_request(size: Size) -> Figure:
@@ -161,16 +215,26 @@ def plugin_request(size: Size) -> Figure:
         where = _scratch(tmp, "test_requests.py", REQUESTS.format(n=n, warm=warm))
         out = where / "per-request.json"
         env = {"FAKE_LLM_URL": server.url, "BENCH_OUT": str(out)}
+        cpus: dict[str, list[float]] = {"on": [], "off": []}
 
-        def per_request(args: list[str]) -> float:
+        def per_request(args: list[str], key: str) -> float:
             _pytest(where, args, env)
-            return float(json.loads(out.read_text())) * 1000.0
+            wall, cpu = json.loads(out.read_text())
+            cpus[key].append(float(cpu) * 1000.0)
+            return float(wall) * 1000.0
 
-        per_request(ON), per_request(OFF)  # warm-up: write the bytecode caches
-        pair = side_by_side(lambda: per_request(ON), lambda: per_request(OFF), reps)
+        per_request(ON, "on"), per_request(OFF, "off")  # warm-up: write the bytecode caches
+        cpus = {"on": [], "off": []}
+        pair = side_by_side(lambda: per_request(ON, "on"), lambda: per_request(OFF, "off"), reps)
+    # The client process's CPU time per call (the server's work and other processes' turns
+    # left out): the plugin's share, less moved by the machine's load than the wall time.
+    extra = {f"cpu_{k}_ms": statistics.median(v) for k, v in cpus.items()}
+    cpu_ratio = extra["cpu_on_ms"] / extra["cpu_off_ms"] if extra["cpu_off_ms"] else 0.0
     return Figure(name, pair.ours, pair.baseline, "ms", "ratio<=", 1.10, reps,
                   note=f"median of {n} non-streamed calls per run after {warm} warm-up, "
-                  "openai client -> fake server on 127.0.0.1", spread=pair.spread)
+                  "openai client -> fake server on 127.0.0.1 (wall time per call); client "
+                  f"CPU per call {extra['cpu_on_ms']:.3f} vs {extra['cpu_off_ms']:.3f} ms "
+                  f"({cpu_ratio:.3f}x)", extra=extra, spread=pair.spread)
 
 
 def plugin_sse_line(size: Size) -> Figure:

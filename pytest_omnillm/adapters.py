@@ -169,6 +169,23 @@ def match_endpoint(method: str, path: str) -> Endpoint | None:
     """The endpoint a request goes to, or ``None`` when it is not an LLM call we know."""
     if method.upper() != "POST":
         return None
+    # Every request of an application goes to a few paths: match each once (an `Endpoint` is
+    # immutable, so the same one serves every request to its path).
+    try:
+        return _matched[path]
+    except KeyError:
+        pass
+    if len(_matched) >= _MATCHED_MAX:
+        _matched.clear()
+    endpoint = _matched[path] = _match(path)
+    return endpoint
+
+
+_matched: dict[str, Endpoint | None] = {}
+_MATCHED_MAX = 1024
+
+
+def _match(path: str) -> Endpoint | None:
     trimmed = path.rstrip("/")
     gemini = _GEMINI.search(trimmed)
     if gemini is not None:
@@ -181,6 +198,20 @@ def match_endpoint(method: str, path: str) -> Endpoint | None:
                 deployment = head[-1] or None
             return Endpoint(provider, kind, path, deployment=deployment)
     return None
+
+
+def _loads(data: bytes) -> Any:
+    """``json.loads(data)``, without its encoding detection (Python code) for the usual body.
+
+    A body whose first two bytes are ``{`` and not NUL is UTF-8 to ``json.loads`` (no BOM,
+    not UTF-16/32): it is decoded here as ``json.loads`` would.
+
+    Raises:
+        ValueError, UnicodeDecodeError: as ``json.loads``.
+    """
+    if data[:1] == b"{" and data[1:2] not in (b"", b"\x00"):
+        return json.loads(data.decode("utf-8", "surrogatepass"))
+    return json.loads(data)
 
 
 # -- content encodings -------------------------------------------------------------------------
@@ -282,8 +313,10 @@ class _Decoder:
     """
 
     def __init__(self, encoding: str) -> None:
-        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
         self._stages: list[Callable[[bytes], Iterator[bytes]]] = []
+        if not encoding:  # the usual case: nothing to undo
+            return
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
         for coding in reversed([c for c in codings if c != "identity"]):  # last applied first
             stage: Callable[[bytes], Iterator[bytes]] | None
             if coding in ("gzip", "x-gzip", "deflate"):
@@ -446,6 +479,7 @@ def parse_request(
     model_map: Mapping[str, str] | None = None,
     fallback_model: str | None = None,
     body_names_deployment: bool = False,
+    omnillm_bytes: bool = True,
 ) -> ParsedRequest:
     """Read model, output bound, message count and ``stream`` from a request body.
 
@@ -455,6 +489,8 @@ def parse_request(
     in ``model_map`` is replaced by its mapped model. ``body_names_deployment``: the body's
     ``model`` is an Azure OpenAI deployment (Azure routes without one in the path, such as
     ``/openai/responses?api-version=...``), treated as `Endpoint.deployment` is.
+    ``omnillm_bytes=False`` leaves `EstimateRequest.omnillm_prompt_bytes` unset (only the
+    ``omnillm`` estimator reads it, and it costs a pass over every message).
 
     A body the plugin cannot read gives no estimate request and a ``problem`` saying why
     (the plugin refuses it under a budget and lets it through, recorded, without one).
@@ -468,7 +504,7 @@ def parse_request(
             why = f"cannot decode the request body (Content-Encoding {content_encoding!r}): {exc}"
             return _with_problem(unreadable, why)
     try:
-        data = json.loads(body) if body else None
+        data = _loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
         return _with_problem(unreadable, f"request body is not JSON: {body[:40]!r}")
     if not isinstance(data, dict):
@@ -505,7 +541,7 @@ def parse_request(
         max_output_tokens=_output_bound(endpoint.kind, data),
         thinking_tokens=thinking,
         messages=_messages(endpoint.kind, data),
-        omnillm_prompt_bytes=_omnillm_bytes(endpoint.kind, data),
+        omnillm_prompt_bytes=_omnillm_bytes(endpoint.kind, data) if omnillm_bytes else None,
     )
     return ParsedRequest(endpoint, model, request, stream, "", source, deployment)
 
@@ -734,6 +770,10 @@ class UsageReader:
         if self._error is not None or self._decoder is None:
             return
         try:
+            if not self._decoder._stages:  # not encoded: the chunk as it is
+                if raw:
+                    self._take(raw)
+                return
             for data in self._decoder.pieces(raw):
                 self._take(data)
         except UsageParseError as exc:
@@ -899,7 +939,7 @@ class UsageReader:
         if self._mode == "sse":
             return self._finish_sse()
         try:
-            payload = json.loads(bytes(self._body))
+            payload = _loads(bytes(self._body))
         except (ValueError, UnicodeDecodeError):
             raise UsageParseError(
                 f"response body is not JSON: {bytes(self._body[:80])!r}"

@@ -12,9 +12,9 @@ importing ``httpx`` ourselves: `httpx2.alias_httpx()` requires that nothing impo
 before it. The plugin installs the hook when pytest imports it, before any conftest, so a
 library that saves ``_send_single_request`` at its import (vcrpy 7) saves our wrapper. A
 library imported earlier may still put its own method in place of ours later: `verify` (run
-at every test's setup) finds such a replacement by identity and wraps it again. A request that
-reaches a second wrapper of ours (a replacement that calls the method it saved) is handled by
-the outer one only.
+before and after every test's setup) finds such a replacement by identity and wraps it again.
+A request that reaches a second wrapper of ours (a replacement that calls the method it saved)
+is handled by the outer one only.
 
 A response that came from no network connection (``network_stream`` is missing from its
 ``extensions``, and the client's transport is one of the library's own, so a mock patched into
@@ -48,7 +48,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -198,6 +198,23 @@ def _stream_classes(module: ModuleType) -> tuple[type[Any], type[Any]]:
     return ObservedStream, ObservedAsyncStream
 
 
+_match_endpoint: Callable[[str, str], Endpoint | None] | None = None
+
+
+def _set_match(
+    match: Callable[[str, str], Endpoint | None],
+) -> Callable[[str, str], Endpoint | None]:
+    global _match_endpoint
+    _match_endpoint = match
+    return match
+
+
+def _header(headers: Any, name: str) -> str:
+    """``headers.get(name, "")`` of an httpx/httpx2 ``Headers`` (whose ``get`` raises and
+    catches a KeyError inside for an absent header, the usual case here)."""
+    return ", ".join(headers.get_list(name))
+
+
 def _prepare(request: Any) -> tuple[Handler, Endpoint] | None:
     return _prepare_url(request.method, request.url.path)
 
@@ -207,9 +224,12 @@ def _prepare_url(method: str, path: str) -> tuple[Handler, Endpoint] | None:
     handler = _current()
     if handler is None:
         return None
-    from pytest_omnillm.adapters import match_endpoint
+    match = _match_endpoint
+    if match is None:  # the adapters load at the first request
+        from pytest_omnillm.adapters import match_endpoint
 
-    endpoint = match_endpoint(method, path)
+        match = _set_match(match_endpoint)
+    endpoint = match(method, path)
     if endpoint is None:
         return None
     return handler, endpoint
@@ -232,9 +252,7 @@ def _observe(response: Any, flight: Flight, wrap: Callable[[Any, Flight], Any]) 
         flight.redirected(response.status_code)
         return
     watch = flight.response(
-        response.status_code,
-        headers.get("content-type", ""),
-        headers.get("content-encoding", ""),
+        response.status_code, _header(headers, "content-type"), _header(headers, "content-encoding")
     )
     if not watch:
         flight.done()
@@ -259,6 +277,8 @@ class _Patch:
 
 
 _patched: list[_Patch] = []
+# What `verify` found last: (a patched class's __dict__, method name, our wrapper there).
+_checks: tuple[tuple[Mapping[str, Any], str, Any], ...] = ()
 _METHOD = "_send_single_request"
 
 
@@ -280,7 +300,7 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = request.read()
         info = RequestInfo(
             endpoint, request.method, str(request.url), body, library,
-            request.headers.get("content-encoding", ""),
+            _header(request.headers, "content-encoding"),
         )
         flight = handler.start(info)  # raises to refuse: nothing is sent
         token = _sending.set(request)
@@ -312,7 +332,7 @@ def _wrap(module: ModuleType, cls: type[Any], original: Any, *, is_async: bool) 
         body = await request.aread()
         info = RequestInfo(
             endpoint, request.method, str(request.url), body, library,
-            request.headers.get("content-encoding", ""),
+            _header(request.headers, "content-encoding"),
         )
         flight = handler.start(info)
         token = _sending.set(request)
@@ -674,13 +694,22 @@ def verify() -> list[str]:
 
     Another library may have put its own method there after us (and may call the original it
     saved, which may not be ours): the replacement is wrapped in turn, so every request still
-    passes through us exactly once. Costs two dict look-ups per class: it runs at every test.
+    passes through us exactly once. It runs twice per test: when every method is the one it
+    found last time, it costs one dict look-up per class.
     Returns one line per class wrapped again.
 
     Raises:
         RuntimeError: a client class lost the method we wrapped (the plugin could not see
             its requests).
     """
+    global _checks
+    checks = _checks
+    if len(checks) == len(_patched):  # _patched only grows: the same patches
+        for methods, name, ours in checks:
+            if methods.get(name) is not ours:
+                break
+        else:
+            return []
     notes: list[str] = []
     for patch in _patched:
         current = patch.cls.__dict__.get(patch.method)
@@ -695,6 +724,8 @@ def verify() -> list[str]:
         who = getattr(current, "__module__", None) or type(current).__module__
         patch.rewrap(current)
         notes.append(f"{where} was replaced by {who}: wrapped again")
+    # A class's __dict__ is a live view: the next verify compares the methods it finds now.
+    _checks = tuple((p.cls.__dict__, p.method, p.cls.__dict__.get(p.method)) for p in _patched)
     return notes
 
 

@@ -20,7 +20,15 @@ import pytest
 
 from omnillm_sim.errors import ConfigError, OmniLLMError
 from pytest_omnillm import intercept
-from pytest_omnillm.settings import Budget, Settings, add_options, resolve
+from pytest_omnillm.settings import (
+    MARKER,
+    Budget,
+    Settings,
+    add_options,
+    budget_of_marker,
+    closest_marker,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from omnillm_sim.budget import BudgetTracker
@@ -36,6 +44,8 @@ intercept.install()
 __all__ = ["LLMBudgetPlugin", "llm_budget"]
 
 PLUGIN_NAME = "omnillm-budget"
+STATUS_NAME = "omnillm-budget-status"
+COLLECTOR_NAME = "omnillm-budget-collector"
 PLUGIN_KEY = pytest.StashKey["LLMBudgetPlugin"]()
 TEST_KEY = pytest.StashKey["TestBudget"]()
 _LEDGER_INPUT = "omnillm_ledger"
@@ -63,6 +73,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pytest-omnillm: {exc}") from None
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, PLUGIN_NAME)
+    if plugin.controller:
+        # Test reports reach the xdist controller from the workers: collect their records,
+        # and show a budget failure's own status.
+        config.pluginmanager.register(_Collector(plugin), COLLECTOR_NAME)
+        config.pluginmanager.register(_BudgetStatus(), STATUS_NAME)
 
 
 @pytest.fixture
@@ -110,10 +125,17 @@ class LLMBudgetPlugin:
         self._item: pytest.Item | None = None  # the test running now
         self._budget: Budget = settings.budget  # ... and its budget
         self._test: TestBudget | None = None  # ... and its TestBudget, once made
-        self.tests: list[dict[str, Any]] = []
+        # Each test's record in the order the tests ended; a str is the node id of a test that
+        # made no LLM call under the run's budget (most tests): its record is made when needed.
+        self._records: list[dict[str, Any] | str] = []
         self.outside: list[dict[str, Any]] = []
         self.interception_notes: list[str] = []
         self.ledger_kept = False
+        self._status_hook = False  # _BudgetStatus registered (at the first budget failure)
+        # An xdist controller with workers runs no test: its records come with the workers'
+        # reports. (``--dist`` without workers, say from addopts, runs the tests here.)
+        self.controller = _is_xdist_controller(config) and bool(getattr(config.option, "tx", None))
+        self.worker = _is_worker(config)
         worker_input = getattr(config, "workerinput", {})
         shared = _LEDGER_INPUT in worker_input or (
             settings.session_budget.micros is not None and _is_xdist_controller(config)
@@ -124,6 +146,17 @@ class LLMBudgetPlugin:
             # ledger from the start
             self._make_session()
         intercept.push_handler(self)
+
+    @property
+    def tests(self) -> list[dict[str, Any]]:
+        """Every finished test's record (a dict, as in the JSON report), in order."""
+        return list(self._test_records())
+
+    def _test_records(self) -> Any:
+        from pytest_omnillm.report import TestRecords
+
+        budget = self.settings.budget
+        return TestRecords(self._records, lambda nodeid: _unused_record(nodeid, budget))
 
     @property
     def session(self) -> BudgetSession:
@@ -225,15 +258,28 @@ class LLMBudgetPlugin:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Validate every ``llm_budget`` marker now, so a bad value fails before any test."""
         errors = []
+        default = self.settings.budget
+        above: dict[Any, pytest.Mark | None] = {}  # closest marker of each parent node
         for item in items:
-            try:
-                item.stash[_SETTINGS_KEY] = self.settings.for_test(item)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            marker = closest_marker(item, MARKER, above)
+            budget = default
+            if marker is not None:
+                try:
+                    budget = budget_of_marker(item, marker)
+                except ConfigError as exc:
+                    errors.append(str(exc))
+            item.stash[_BUDGET_KEY] = budget
         if errors:
             raise pytest.UsageError("pytest-omnillm: " + "\n".join(errors))
 
     # -- running tests -------------------------------------------------------------------------
+    #
+    # Most tests make no LLM call, and every hook implementation costs each test a call
+    # through pluggy: a test runs two of ours, `pytest_runtest_protocol` (once) and
+    # `pytest_runtest_makereport` (per phase). The interception is verified before the setup
+    # and after it; the per-test record is made at the teardown report (and kept there, except
+    # on the xdist controller, which collects it from the workers' reports); a budget
+    # failure's own status ("B", "LLM BUDGET") is a hook registered at the first such failure.
 
     def _verify_interception(self) -> None:
         try:
@@ -244,23 +290,16 @@ class LLMBudgetPlugin:
             if note not in self.interception_notes:
                 self.interception_notes.append(note)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self._verify_interception()
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        # Fixtures (a cassette, a mock router) may have replaced our wrapper during setup.
-        self._verify_interception()
-
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
-        settings = item.stash.get(_SETTINGS_KEY, None) or self.settings.for_test(item)
+        budget = item.stash.get(_BUDGET_KEY, None) or self.settings.for_test(item).budget
         self._test = None
-        self._budget = settings.budget
+        self._budget = budget
         self._item = item
+        # Before the test's setup: a library may have replaced our wrapper since the last test.
+        self._verify_interception()
         try:
             return (yield)
         finally:
@@ -275,22 +314,35 @@ class LLMBudgetPlugin:
         report = yield
         if item is not self._item:
             return report
+        if call.when == "setup":
+            # Before the test's call: fixtures (a cassette, a mock router) may have replaced
+            # our wrapper during setup. (Here rather than in pytest_runtest_call: one hook call
+            # less for every test.)
+            self._verify_interception()
         test = self._test
         if test is None:  # nothing reserved, nothing to check
             if call.when == "teardown":
-                setattr(report, _REPORT_ATTR, _unused_record(item.nodeid, self._budget))
+                if self.worker or self.controller or self._budget is not self.settings.budget:
+                    self._record(report, _unused_record(item.nodeid, self._budget))
+                else:
+                    self._records.append(item.nodeid)  # no record object kept per test
             return report
         from pytest_omnillm.session import check_test
 
         if call.when == "teardown":
             self.session.end_test(test)
-            setattr(report, _REPORT_ATTR, _test_record(test))
+            self._record(report, _test_record(test))
         else:
             test.add_problems(check_test(test, final=False))
         problems = test.unreported()
         if problems:
             text = "\n".join(problems)
             setattr(report, _FAILED_ATTR, True)
+            if not self._status_hook:
+                self._status_hook = True
+                pluginmanager = self.config.pluginmanager
+                if pluginmanager.get_plugin(STATUS_NAME) is None:
+                    pluginmanager.register(_BudgetStatus(), STATUS_NAME)
             if report.passed:
                 report.outcome = "failed"
                 report.longrepr = text
@@ -298,18 +350,14 @@ class LLMBudgetPlugin:
                 report.sections.append(("LLM budget", text))
         return report
 
-    def pytest_report_teststatus(
-        self, report: pytest.TestReport, config: pytest.Config
-    ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
-        if getattr(report, _FAILED_ATTR, False) and report.failed:
-            category = "failed" if report.when == "call" else "error"
-            return category, "B", ("LLM BUDGET", {"red": True})
-        return None
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record = getattr(report, _REPORT_ATTR, None)
-        if record is not None:
-            self.tests.append(record)
+    def _record(self, report: pytest.TestReport, record: dict[str, Any]) -> None:
+        """Keep the test's record; in an xdist worker, attach it to the teardown report, which
+        carries it to the controller (a controller that runs a test itself collects it from
+        its report the same way)."""
+        if self.worker or self.controller:
+            setattr(report, _REPORT_ATTR, record)
+        else:
+            self._records.append(record)
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -326,7 +374,7 @@ class LLMBudgetPlugin:
         session = self._session
         outside = self.outside + [r.as_dict() for r in session.outside] if session else self.outside
         return summarise(
-            self.tests,
+            self._test_records(),
             outside,
             session_limit=self.settings.session_budget.micros,
             session_source=self.settings.session_budget.source,
@@ -340,7 +388,7 @@ class LLMBudgetPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if _is_worker(self.config):
+        if self.worker:
             workeroutput = getattr(self.config, "workeroutput", {})
             outside = self._session.outside if self._session is not None else []
             workeroutput[_OUTSIDE_OUTPUT] = [r.as_dict() for r in outside]
@@ -352,7 +400,7 @@ class LLMBudgetPlugin:
             write_json(self._summary(), path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if _is_worker(self.config):
+        if self.worker:
             return
         from pytest_omnillm.report import ledger_kept_lines, render
 
@@ -378,7 +426,31 @@ class LLMBudgetPlugin:
             shutil.rmtree(self._ledger_dir, ignore_errors=True)
 
 
-_SETTINGS_KEY = pytest.StashKey[Settings]()
+_BUDGET_KEY = pytest.StashKey[Budget]()
+
+
+class _BudgetStatus:
+    """The status of a report failed by its LLM budget: "B" / "LLM BUDGET" (red)."""
+
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport, config: pytest.Config
+    ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+        if getattr(report, _FAILED_ATTR, False) and report.failed:
+            category = "failed" if report.when == "call" else "error"
+            return category, "B", ("LLM BUDGET", {"red": True})
+        return None
+
+
+class _Collector:
+    """xdist controller: keeps the per-test records the workers' teardown reports carry."""
+
+    def __init__(self, plugin: LLMBudgetPlugin) -> None:
+        self._plugin = plugin
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, _REPORT_ATTR, None)
+        if record is not None:
+            self._plugin._records.append(record)
 
 
 def _test_record(test: TestBudget) -> dict[str, Any]:

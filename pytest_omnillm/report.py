@@ -7,19 +7,21 @@ process's tests or every worker's.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from omnillm_sim.money import format_usd
 
 __all__ = [
     "SpendSummary",
+    "TestRecords",
     "ledger_kept_lines",
     "redact_text",
     "redact_url",
@@ -48,6 +50,25 @@ def redact_url(url: str) -> str:
     >>> redact_url("https://u:pw@api.example.com/v1/chat?api-key=s3cr3t&x=1")
     'https://REDACTED@api.example.com/v1/chat?api-key=REDACTED&x=1'
     """
+    # A test suite calls a few URLs many times: redact each once. Only URLs without userinfo,
+    # query or fragment are kept, so the cache never holds a credential.
+    try:
+        return _redacted[url]
+    except KeyError:
+        pass
+    redacted = _redact_url(url)
+    if "@" not in url and "?" not in url and "#" not in url:
+        if len(_redacted) >= _REDACTED_MAX:
+            _redacted.clear()
+        _redacted[url] = redacted
+    return redacted
+
+
+_redacted: dict[str, str] = {}
+_REDACTED_MAX = 1024
+
+
+def _redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -97,7 +118,7 @@ class SpendSummary:
     crash) before it could report them; open ones are charged at their estimate.
     """
 
-    tests: list[dict[str, Any]]
+    tests: Sequence[dict[str, Any]]
     outside: list[dict[str, Any]]
     session_limit: int | None
     session_source: str
@@ -109,10 +130,16 @@ class SpendSummary:
     ledger_path: str | None = None  # set when the ledger file is kept (open reservations)
     notes: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def requests(self) -> list[dict[str, Any]]:
-        """Every request record: tests', then outside tests, then lost with a worker."""
-        return [r for t in self.tests for r in t["requests"]] + self.outside + self.lost
+        """Every request record: tests', then outside tests, then lost with a worker.
+
+        Computed once: a summary is read many times (one pass over every test's record each
+        time would cost a large suite more than its few LLM requests), never changed.
+        """
+        return [r for t in self.tests if t["requests"] for r in t["requests"]] + (
+            self.outside + self.lost
+        )
 
     @property
     def spent(self) -> int:
@@ -190,10 +217,47 @@ class SpendSummary:
                 "ledger_kept": self.ledger_path,
                 "interception": self.notes,
             },
-            "tests": self.tests,
+            "tests": list(self.tests),
             "outside_tests": self.outside,
             "lost_with_workers": self.lost,
         }
+
+
+class TestRecords(Sequence[dict[str, Any]]):
+    """The per-test records of a run, in order, some of them made only when read.
+
+    ``records`` holds dicts (`summarise` takes them as they are: a test's record does not
+    change after the test) and node ids, whose record ``make(nodeid)`` gives: most tests
+    make no LLM call, and a suite of thousands then holds no dict per test while it runs
+    or while it is summarised (fewer objects for the garbage collector to walk).
+    """
+
+    def __init__(
+        self, records: list[dict[str, Any] | str], make: Callable[[str], dict[str, Any]]
+    ) -> None:
+        self._records = records
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self._record(r) for r in self._records[index]]
+        return self._record(self._records[index])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for record in self._records:
+            yield self._record(record)
+
+    def _record(self, record: dict[str, Any] | str) -> dict[str, Any]:
+        return record if isinstance(record, dict) else self._make(record)
 
 
 def summarise(
@@ -214,7 +278,8 @@ def summarise(
     With a shared ledger, every ledger entry no record accounts for (its worker died before
     reporting it) becomes a ``"lost"`` record, so the totals equal the ledger's.
     """
-    test_list = [dict(t) for t in tests]
+    # TestRecords are made on reading: no dict per test is held while summarising.
+    test_list = tests if isinstance(tests, TestRecords) else [dict(t) for t in tests]
     outside_list = [dict(r) for r in outside]
     every = [r for t in test_list for r in t["requests"]] + outside_list
     known = {r.get("ledger_id") for r in every if r.get("ledger_id") is not None}

@@ -342,6 +342,7 @@ class BudgetSession:
             model_map=self.model_map,
             fallback_model=self.prices.fallback,
             body_names_deployment=_azure_without_deployment(info),
+            omnillm_bytes=self.estimator.name == "omnillm",
         )
         record = RequestRecord(
             seq=next(self._seq),
@@ -518,7 +519,9 @@ class _Flight:
             self._ended = True
         record = self.record
         record.status = status
-        record.detail = redact_text(detail or record.detail)
+        detail = detail or record.detail
+        if detail:
+            record.detail = redact_text(detail)
         if self._replayed and not self._session.count_replays:
             record.if_live = actual or 0
             actual = None  # it cost nothing: no network connection answered it

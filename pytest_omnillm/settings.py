@@ -22,13 +22,16 @@ from omnillm_sim.money import MicroDollar, format_usd, usd_to_micro
 
 __all__ = [
     "ENV_BUDGET",
+    "MARKER",
     "OPTIONS",
     "Budget",
     "Option",
     "Settings",
     "add_options",
     "budget_from_marker",
+    "budget_of_marker",
     "check_report_path",
+    "closest_marker",
     "parse_budget",
     "parse_model_map",
     "resolve",
@@ -37,6 +40,7 @@ __all__ = [
 ENV_BUDGET = "PYTEST_LLM_BUDGET"
 DEFAULT_MAX_OUTPUT = 4096
 DEFAULT_SUMMARY = 10
+MARKER = "llm_budget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,9 +331,16 @@ def budget_from_marker(item: pytest.Item) -> Budget | None:
     Raises:
         ConfigError: a malformed value or wrong arguments, naming the test.
     """
-    marker = item.get_closest_marker("llm_budget")
-    if marker is None:
-        return None
+    marker = item.get_closest_marker(MARKER)
+    return None if marker is None else budget_of_marker(item, marker)
+
+
+def budget_of_marker(item: pytest.Item, marker: pytest.Mark) -> Budget:
+    """The budget an ``llm_budget`` ``marker`` gives ``item`` (see `budget_from_marker`).
+
+    Raises:
+        ConfigError: a malformed value or wrong arguments, naming the test.
+    """
     source = f"@pytest.mark.llm_budget on {item.nodeid}"
     args = list(marker.args)
     if "usd" in marker.kwargs:
@@ -343,3 +354,38 @@ def budget_from_marker(item: pytest.Item) -> Budget | None:
             source=source,
         )
     return parse_budget(args[0], source)
+
+
+def closest_marker(
+    item: pytest.Item, name: str, above: dict[Any, pytest.Mark | None]
+) -> pytest.Mark | None:
+    """``item.get_closest_marker(name)``, sharing the look-up above ``item`` between items.
+
+    ``above`` maps a node already looked at to the closest ``name`` marker on it or its
+    parents: the items of one module or class look at their common parents once, not once
+    each. Valid while no marker is added (one pass over the collected items).
+    """
+    for mark in item.own_markers:
+        if mark.name == name:
+            return mark
+    parent = item.parent
+    if parent is None:
+        return None
+    if parent in above:
+        return above[parent]
+    chain: list[Any] = []  # nodes from the parent up to the first one looked at before
+    found: pytest.Mark | None = None
+    node: Any = parent
+    while node is not None:
+        if node in above:
+            found = above[node]
+            break
+        chain.append(node)
+        found = next((m for m in node.own_markers if m.name == name), None)
+        if found is not None:
+            break
+        node = node.parent
+    # Every node of the chain below the one that decided shares its answer.
+    for seen in chain:
+        above[seen] = found
+    return found

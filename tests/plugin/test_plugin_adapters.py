@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -162,3 +163,53 @@ def test_a_stream_request_reads_what_the_body_is(ctype: str, body: bytes) -> Non
     for i in range(len(body)):
         reader.feed(body[i : i + 1])
     assert reader.finish() == Usage(3, 4)
+
+
+# -- request bodies in every JSON encoding; the estimate the plugin needs -----------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    model=st.text(min_size=1, max_size=12).filter(str.strip),
+    extra=st.dictionaries(st.text(max_size=6), _json_values, max_size=3),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"]),
+    ascii_only=st.booleans(),
+)
+def test_a_body_reads_the_same_in_every_json_encoding(
+    model: str, extra: dict[str, object], encoding: str, ascii_only: bool
+) -> None:
+    # json.loads reads UTF-8/16/32 bytes (RFC 8259 allows them on input): so does the plugin.
+    messages = [{"role": "user", "content": "x"}]
+    body = {**extra, "model": model, "max_tokens": 7, "messages": messages}
+    text = json.dumps(body, ensure_ascii=ascii_only)
+    endpoint = Endpoint("openai", "chat", "/v1/chat/completions")
+    encoded = parse_request(endpoint, text.encode(encoding))
+    assert encoded.model == model and encoded.estimate_request is not None
+    assert encoded.estimate_request.max_output_tokens == 7
+
+
+def test_the_omnillm_byte_count_is_left_out_only_when_asked() -> None:
+    body = json.dumps(
+        {"model": "gpt-4o", "max_tokens": 9, "messages": [{"role": "user", "content": "Hello"}]}
+    ).encode()
+    endpoint = Endpoint("openai", "chat", "/v1/chat/completions")
+    full, lean = parse_request(endpoint, body), parse_request(endpoint, body, omnillm_bytes=False)
+    assert full.estimate_request is not None and lean.estimate_request is not None
+    assert full.estimate_request.omnillm_prompt_bytes == len("Hello")  # the crate's count
+    assert lean.estimate_request.omnillm_prompt_bytes is None
+    assert dataclasses.replace(full.estimate_request, omnillm_prompt_bytes=None) == (
+        lean.estimate_request
+    )
+
+
+def test_match_endpoint_answers_the_same_for_a_path_seen_before() -> None:
+    first = match_endpoint("POST", "/v9/deployments/d1/chat/completions")
+    again = match_endpoint("post", "/v9/deployments/d1/chat/completions")
+    assert first is not None and again == first and again.deployment == "d1"
+    assert match_endpoint("GET", "/v9/deployments/d1/chat/completions") is None

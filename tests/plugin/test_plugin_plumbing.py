@@ -244,6 +244,15 @@ def test_a_ledger_lock_held_too_long_names_the_file(tmp_path: Path) -> None:
 )
 def test_urls_lose_their_credentials(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+    assert redact_url(url) == expected  # again (URLs are redacted once, then remembered)
+
+
+def test_a_url_seen_before_keeps_no_credential_in_memory() -> None:
+    from pytest_omnillm import report
+
+    for url in ("https://u:pw1@h/v1/chat", "https://h/v1/chat?api-key=pw2", "https://h/x#t=pw3"):
+        assert "pw" not in redact_url(url) and "pw" not in redact_url(url)
+    assert not any("pw" in key for key in report._redacted)
 
 
 def test_records_hold_redacted_urls(harness: Harness, llm: FakeLLM) -> None:

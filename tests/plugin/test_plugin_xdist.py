@@ -8,6 +8,7 @@ prompt. These runs are subprocesses (xdist needs them); they are the slowest plu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ def test_billed_equals_estimate_admits_exactly_five(
     result.stdout.fnmatch_lines(
         ["session: $0.000500 spent in 12 LLM request(s) from 12 test(s), 7 refused*"]
     )
+    # The controller shows each refused test with the budget's own status letter.
+    progress = re.search(r"^([.B]+)\s+\[100%\]$", result.stdout.str(), re.MULTILINE)
+    assert progress is not None and sorted(progress.group(1)) == ["."] * 5 + ["B"] * 7
 
 
 def test_every_decision_matches_the_ledger(
@@ -92,3 +96,41 @@ def test_every_decision_matches_the_ledger(
     assert {e["owner"].split(":")[0] for e in entries} <= {"gw0", "gw1"}
     outcomes = result.parseoutcomes()
     assert outcomes["passed"] == len(admitted) and outcomes.get("failed", 0) == 12 - len(admitted)
+
+
+def test_dist_without_workers_runs_here_and_reports_every_test(
+    pytester: pytest.Pytester, llm: FakeLLM, prices_file: Path
+) -> None:
+    # `--dist load` in addopts and no `-n`: xdist starts no worker, the tests run in this
+    # process, and each must still be in the report (and a refusal show its own status).
+    pytester.makeini(f"[pytest]\naddopts = --dist load\nllm_prices = {prices_file}\n")
+    pytester.makepyfile(
+        f"""
+        import openai, pytest
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_quiet(i):
+            pass
+
+        @pytest.mark.llm_budget("0.000001")
+        def test_refused():
+            client = openai.OpenAI(base_url={llm.url!r} + "/v1", api_key="k", max_retries=0)
+            try:
+                client.chat.completions.create(
+                    model="test-model", messages=[{{"role": "user", "content": "hi"}}],
+                    max_tokens=100,
+                )
+            except Exception:
+                pass  # swallowed: the plugin fails the test anyway
+        """
+    )
+    report = pytester.path / "spend.json"
+    result = pytester.runpytest("--llm-report", str(report), "--llm-session-budget", "1")
+    result.assert_outcomes(passed=3, failed=1)
+    assert llm.received == []
+    tests = json.loads(report.read_text())["tests"]
+    assert [t["nodeid"].split("::")[1] for t in tests] == [
+        "test_quiet[0]", "test_quiet[1]", "test_quiet[2]", "test_refused",
+    ]
+    assert [r["status"] for r in tests[3]["requests"]] == ["refused"]
+    result.stdout.fnmatch_lines(["*...B*"])
