@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 
@@ -203,7 +202,7 @@ def test_the_omnillm_byte_count_is_left_out_only_when_asked() -> None:
     assert full.estimate_request is not None and lean.estimate_request is not None
     assert full.estimate_request.omnillm_prompt_bytes == len("Hello")  # the crate's count
     assert lean.estimate_request.omnillm_prompt_bytes is None
-    assert dataclasses.replace(full.estimate_request, omnillm_prompt_bytes=None) == (
+    assert full.estimate_request._replace(omnillm_prompt_bytes=None) == (
         lean.estimate_request
     )
 
