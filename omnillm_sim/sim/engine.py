@@ -37,6 +37,7 @@ from omnillm_sim.sim.importers import ObservedRow, in_start_order, is_observed, 
 from omnillm_sim.sim.metrics import RequestRecord, RunResult, Sample, Tally
 from omnillm_sim.sim.provider import Provider, ProviderReply
 from omnillm_sim.sim.scenario import Scenario
+from omnillm_sim.sim.wake import waker
 from omnillm_sim.sim.workloads import Arrival, RequestFactory, open_arrivals
 
 __all__ = ["ProgressFn", "build_gateway", "run"]
@@ -163,6 +164,7 @@ class _Run:
         self.scenario = scenario
         self.seed = seed
         self.env = simpy.Environment()
+        self._wake = waker(self.env)  # the per-request events (see `omnillm_sim.sim.wake`)
         self.gateway = build_gateway(scenario, random.Random(f"{seed}/gateway"))
         self.budget: BudgetTracker = self.gateway.budget
         self.labels = tuple(scenario.key_labels())
@@ -408,17 +410,17 @@ class _Run:
         self.arrivals_done = True
 
     def open_source(self) -> None:
-        """Start the open workload: arrivals come from timeout callbacks, one per instant."""
+        """Start the open workload: arrivals come from wake-up callbacks, one per instant."""
         self._arrivals = iter(open_arrivals(self.scenario, self.factory, self.arrival_rng))
         self._next_arrival: Arrival | None = None
-        self._due = self._arrivals_due  # one bound method for every arrival timeout
+        self._due = self._arrivals_due  # one bound method for every arrival wake-up
         start = self.env.event()
         start._ok, start._value = True, None
         start.callbacks.append(self._arrivals_due)
         self.env.schedule(start, simpy.events.URGENT)  # first at t=0, as a process would be
 
-    def _arrivals_due(self, _event: simpy.Event) -> None:
-        """Every arrival due now; then a timeout for the next one."""
+    def _arrivals_due(self, _event: Any) -> None:
+        """Every arrival due now; then a wake-up for the next one."""
         env, arrive, arrivals = self.env, self.arrive, self._arrivals
         arrival = self._next_arrival
         if arrival is None:
@@ -427,7 +429,7 @@ class _Run:
             delay = arrival.time - env.now
             if delay > 0:
                 self._next_arrival = arrival
-                env.timeout(delay).callbacks.append(self._due)
+                self._wake(delay, self._due, None)
                 return
             arrive(arrival)
             arrival = next(arrivals, None)

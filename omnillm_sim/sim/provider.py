@@ -19,9 +19,11 @@ For a request sent on a key at time ``now`` the provider answers, in this order:
 
 Replies are plain data (`ProviderReply`); the engine turns them into gateway outcomes.
 
-Cost: `submit` schedules one SimPy timeout per request and delivers the reply from its
-callback (no process, no generator). Everything a service will do is known when it starts
-(its length, a cancel, an abandon, the deadline), so one timeout carries it. Requests waiting
+Cost: `submit` schedules one wake-up per request (`omnillm_sim.sim.wake`: a callback on
+SimPy's queue, cheaper than a `simpy.Timeout`, fired at the same time and in the same order)
+and delivers the reply from it (no process, no generator). Everything a service will do is
+known when it starts (its length, a cancel, an abandon, the deadline), so one wake-up carries
+it. Requests waiting
 for a slot wait in a FIFO per key; their deadlines are admission time + ``request_timeout``,
 so they rise along the queue and one timer per key, armed for the head's deadline, times out
 every request still waiting at its deadline (no per-request timeout that never fires).
@@ -40,6 +42,7 @@ import simpy
 
 from omnillm_sim.pricing import Usage
 from omnillm_sim.sim.scenario import FaultSpec, Scenario
+from omnillm_sim.sim.wake import Wake, waker
 from omnillm_sim.sim.workloads import Arrival
 
 __all__ = ["Provider", "ProviderReply", "ReplyFn"]
@@ -121,7 +124,8 @@ class Provider:
             label: deque() for label in self._busy
         }
         self._armed = dict.fromkeys(self._busy, False)
-        self._arrived_cb = self._arrived  # one bound method for every reply timeout
+        self._arrived_cb = self._arrived  # one bound method for every reply
+        self._wake = waker(env)
 
     def _fault(self, key: str, arrival: Arrival, now: float) -> FaultSpec | None:
         if not self._faults:
@@ -279,8 +283,7 @@ class Provider:
         self, delay: float, kind: str, start: float | None, status: int | None,
         retry: str | None, usage: Usage | None, key: str | None, token: Any,
     ) -> None:
-        event = self._env.timeout(delay, (kind, start, status, retry, usage, key, token))
-        event.callbacks.append(self._arrived_cb)
+        self._wake(delay, self._arrived_cb, (kind, start, status, retry, usage, key, token))
 
     def _start(
         self, key: str | None, arrival: Arrival, token: Any, deadline: float, start: float
@@ -308,10 +311,9 @@ class Provider:
             return
         kind = "ok" if ending is None else "completed_then_cancelled"
         usage = _new(Usage, (arrival.prompt_tokens, output, 0, 0, 0, None))  # valid counts
-        event = self._env.timeout(service, (kind, start, 200, None, usage, key, token))
-        event.callbacks.append(self._arrived_cb)
+        self._wake(service, self._arrived_cb, (kind, start, 200, None, usage, key, token))
 
-    def _arrived(self, event: simpy.Event) -> None:
+    def _arrived(self, event: Wake) -> None:
         kind, start, status, retry, usage, key, token = event._value
         now = self._env.now
         on_reply = self._on_reply
@@ -339,10 +341,9 @@ class Provider:
                 delay = math.nextafter(delay, math.inf)
             while delay > 0 and now + delay > expiry:
                 delay = math.nextafter(delay, 0.0)
-            event = env.timeout(delay, key)
-            event.callbacks.append(self._timer)
+            self._wake(delay, self._timer, key)
 
-    def _timer(self, event: simpy.Event) -> None:
+    def _timer(self, event: Wake) -> None:
         key = event._value
         self._armed[key] = False
         self._expire(key, self._env.now)
