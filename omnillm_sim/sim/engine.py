@@ -185,8 +185,6 @@ class _Run:
         self.area = 0.0
         self.key_area = [0.0] * len(self.labels)
         self.changed: set[int] = set(range(len(self.labels)))  # keys the sampler must re-read
-        self.key_since = [0.0] * len(self.labels)
-        self.last_change = 0.0
         self.end_time = 0.0
         self.arrivals_done = False
         self.failure: Exception | None = None
@@ -200,36 +198,26 @@ class _Run:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _move(self, key: int, delta: int, now: float) -> None:
-        """``delta`` requests enter (+1) or leave (-1) the system on key index ``key`` at ``now``.
-
-        The time integrals advance only for what changes: the total, and that one key (each
-        key's area is integrated from the last change of its own count).
-        """
-        span = now - self.last_change
-        if span > 0:
-            self.area += self.in_system * span
-            self.last_change = now
-        self.in_system += delta
-        per_key, since = self.per_key, self.key_since
-        n = per_key[key]
-        if n:
-            span = now - since[key]
-            if span > 0:
-                self.key_area[key] += n * span
-        since[key] = now
-        per_key[key] = n + delta
+    def _entered(self, key: int) -> None:
+        """An admitted request entered the system on key index ``key``."""
+        self.in_system += 1
+        self.per_key[key] += 1
         self.changed.add(key)
 
-    def _close_areas(self) -> None:
-        now = self.env.now
-        if now > self.last_change:
-            self.area += self.in_system * (now - self.last_change)
-            self.last_change = now
-        for i, n in enumerate(self.per_key):
-            if n and now > self.key_since[i]:
-                self.key_area[i] += n * (now - self.key_since[i])
-            self.key_since[i] = now
+    def _left(self, key: int, admitted_at: float, now: float) -> None:
+        """The request admitted at ``admitted_at`` on key index ``key`` left at ``now``.
+
+        The time integrals of requests in flight (in total and per key) grow by this request's
+        own time in the system: the same integrals as summing count x time between changes,
+        with no work at the changes. Every admitted request leaves before the run ends (the
+        provider answers each one), so nothing is left to close at the end.
+        """
+        span = now - admitted_at
+        self.area += span
+        self.key_area[key] += span
+        self.in_system -= 1
+        self.per_key[key] -= 1
+        self.changed.add(key)
 
     def _budget_step(self) -> None:
         if not self.keep_records:
@@ -286,7 +274,7 @@ class _Run:
         if checker is not None:
             checker.touched(decision.key)
             checker.admitted(arrival.id, decision.estimate.cost)
-        self._move(decision.key, 1, now)
+        self._entered(decision.key)
         if self.keep_records:
             self._budget_step()
         if observed is not None:
@@ -310,7 +298,7 @@ class _Run:
                 checker.settled(arrival.id, settlement.charged)
                 if settlement.resettled is not None:
                     checker.resettled(arrival.id, settlement.resettled)
-        self._move(admission.key, -1, now)
+        self._left(admission.key, admission.admitted_at, now)
         if now > self.end_time:
             self.end_time = now
         kind = reply.kind
@@ -358,7 +346,7 @@ class _Run:
         if self.checker is not None:
             self.checker.touched(admission.key)
             self.checker.settled(arrival.id, settlement.charged)
-        self._move(admission.key, -1, now)
+        self._left(admission.key, admission.admitted_at, now)
         if now > self.end_time:
             self.end_time = now
         self.tally.served(admission.key, kind, arrival.time, start, now)
@@ -535,7 +523,7 @@ class _Run:
             raise self.failure
         if checker is not None:
             checker.at_end(events, env.now)
-        self._close_areas()
+        assert self.in_system == 0, f"{self.in_system} admitted requests never ended"
         if progress is not None:
             progress(1.0)
         gateway_stats = _plain(self.gateway.stats())

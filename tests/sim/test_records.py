@@ -96,6 +96,24 @@ def test_metrics_without_records_equal_metrics_recomputed_from_records(
     assert got == expected
 
 
+@pytest.mark.parametrize(("name", "overrides"), CASES, ids=[f"{n}-{i}" for i, (n, _) in
+                                                            enumerate(CASES)])
+def test_time_in_system_integrals_equal_the_requests_own_times(
+    name: str, overrides: dict[str, object]
+) -> None:
+    """The integral of requests in flight over time is the sum of each request's time in the
+    system (arrival to reply), in total and per key: two ways of counting the same area."""
+    result = run(load_scenario(SCENARIOS / name, overrides), check=False)
+    admitted = [r for r in result.records if r.decision == "admitted"]
+    assert admitted and all(r.end is not None for r in admitted)
+    total = math.fsum(r.end - r.arrival for r in admitted)  # type: ignore[operator]
+    assert result.inflight_area == pytest.approx(total, rel=1e-9)
+    for label, area in zip(result.key_labels, result.key_busy_area, strict=True):
+        own = math.fsum(r.end - r.arrival for r in admitted if r.key == label)  # type: ignore[operator]
+        assert area == pytest.approx(own, rel=1e-9, abs=1e-9), label
+    assert sum(1 for a in result.key_busy_area if a > 0) > 1  # several keys carried load
+
+
 def test_records_false_in_the_scenario_file_and_on_the_command_line(
     make_scenario: Make, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
