@@ -36,6 +36,7 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -460,6 +461,7 @@ class Gateway:
         # Estimates by request shape: the estimate is a pure function of it and of the fixed
         # estimator and prices, and workloads repeat shapes (bounded; cleared when full).
         self._estimates: dict[tuple[object, ...], Estimate] = {}
+        self._costers: dict[str, Callable[[Usage], MicroDollar]] = {}  # `PriceTable.coster`
         self._pool = KeyPool(
             config.keys,
             strategy=config.strategy or self._policy.default_strategy,
@@ -569,7 +571,7 @@ class Gateway:
         else:
             now = self._tick(now)
         now_us = to_micros(now)  # once per request: the limiters take both forms
-        est = self.estimate(request)
+        est = self._estimates.get(request[1:5]) or self.estimate(request)  # `estimate`'s cache
         k = self._pool.select(est.tokens, now, now_us)
         if k is None:
             rate_limited, detail = self._pool.explain(est.tokens, now)
@@ -578,11 +580,7 @@ class Gateway:
         key = self._pool.keys[k]
         if self._policy.handles:
             return self._admit_safe(request, key, est, now, now_us)
-        return self._admit_faithful(request, key, est, now, now_us)
-
-    def _admit_faithful(
-        self, request: Request, key: KeyState, est: Estimate, now: float, now_us: int
-    ) -> Admission | Rejection:
+        # The faithful policy, in omnillm's order (inline: this runs once per request).
         key.cap.acquire_at(est.tokens, now, now_us)  # the strategy checked the room
         if not self._budget.try_reserve(est.cost):
             key.cap.release_at(est.tokens, now, now_us)
@@ -672,7 +670,7 @@ class Gateway:
         del self._open[seq]
         est = admission.estimate
         key = self._pool.keys[admission.key]
-        key.cap.release(est.tokens, now)  # omnillm: the lease's Drop
+        key.cap.release_at(est.tokens, now, to_micros(now))  # omnillm: the lease's Drop
         if quirks and kind == "stream_abandoned":
             # omnillm 8.2: nobody polls the stream again, so nothing settles and nothing is
             # reported: the estimate stays reserved for good.
@@ -681,7 +679,14 @@ class Gateway:
             self._leaked_reserved += est.cost
             self._cancelled += 1
             return _new(Settlement, (admission, outcome, 0, "none", 0, True, None))
-        charged = self._charge(admission, outcome)
+        if kind == "ok" and outcome.cost is None:  # `_charge`'s common case, one call less
+            model = admission.request.model
+            coster = self._costers.get(model)
+            if coster is None:
+                coster = self._costers[model] = self._prices.coster(model)
+            charged = coster(outcome.usage)  # type: ignore[arg-type]
+        else:
+            charged = self._charge(admission, outcome)
         if reservation is not None:
             reservation.settle(charged)
         else:
@@ -693,7 +698,11 @@ class Gateway:
             self._budget.settle_again(est.cost, charged)
             resettled = charged - est.cost
             self._double_settled += 1
-        effect = self._key_effect(key, admission, outcome, now)
+        if kind == "ok":  # `_key_effect`'s common case, one call less
+            key.breaker.record_success(admission.ticket, now)
+            effect: KeyEffect = "success"
+        else:
+            effect = self._key_effect(key, admission, outcome, now)
         self._charged += charged
         under = max(charged - est.cost, 0)
         if under:

@@ -287,6 +287,9 @@ class OmnillmStrategy:
             self.last_attempts = 0
             return None
         start = self._randrange(n)
+        if type(view) is _View and view.usable(start):  # the common case: the first key tried
+            self.last_attempts = 1
+            return start
         attempts, cap = 0, self.attempt_cap
         for i in range(n):
             if attempts >= cap:

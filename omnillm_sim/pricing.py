@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -330,6 +331,19 @@ class PriceTable:
         if self.rounding == "omnillm":
             return rates.omnillm_cost(usage)
         return -(-rates.exact_cost_numerator(usage) // _PER_MILLION)
+
+    def coster(self, model: str) -> Callable[[Usage], MicroDollar]:
+        """``lambda usage: self.cost(model, usage)``, resolved once: for callers that price
+        many usages of one model (the simulated gateway prices one per request).
+
+        Raises:
+            UnknownModelError: the model is unknown and no fallback was chosen.
+            InvalidValueError: the model name is not a non-empty string.
+        """
+        price = self.price(model)
+        if not price.tiers and self.rounding == "omnillm":
+            return price.rates.omnillm_cost  # what `cost` returns for every usage
+        return partial(self.cost, model)
 
     def known_models(self) -> list[str]:
         """Names this table knows without asking the resolver (entries, then prefixes)."""

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omnillm_sim.errors import InvalidValueError
-from omnillm_sim.pricing import Rates, Usage
+from omnillm_sim.errors import InvalidValueError, UnknownModelError
+from omnillm_sim.pricing import ModelPrice, PriceTable, PriceTier, Rates, Usage
 
 counts = st.integers(min_value=0, max_value=10**6)
 shapes = st.sampled_from([None, "openai", "anthropic"])
@@ -78,3 +78,33 @@ def test_an_openai_row_prices_unshaped_cache_writes_as_input_whole_micro_dollars
     rates = Rates(input=2_500_000, output=10_000_000, cache_read=1_250_000)
     cost = rates.omnillm_cost(Usage(1_001, 333, 2_000, 7, 3))
     assert cost == 3_330 + 2_527 + 2_500 and type(cost) is int
+
+
+rates_st = st.builds(Rates, input=counts, output=counts,
+                     cache_read=st.none() | counts, cache_write=st.none() | counts)
+
+
+@given(usage=st.builds(Usage, counts, counts, counts, counts, counts, shape=shapes),
+       base=rates_st, tier=rates_st, start=st.none() | st.integers(0, 3 * 10**6),
+       rounding=st.sampled_from(["ceil", "omnillm"]))
+def test_a_models_coster_prices_every_usage_as_cost_does(
+    usage: Usage, base: Rates, tier: Rates, start: int | None, rounding: str
+) -> None:
+    """`PriceTable.coster(model)` is `cost(model, ·)` resolved once, with and without a
+    long-context tier, under both roundings (and for a fallback-priced model)."""
+    tiers = () if start is None else (PriceTier(start=start, rates=tier),)
+    price = ModelPrice(model="m", rates=base, tiers=tiers)
+    table = PriceTable("t", rounding, {"m": price}, fallback="m")  # type: ignore[arg-type]
+    for model in ("m", "unknown-model"):
+        assert table.coster(model)(usage) == table.cost(model, usage)
+
+
+def test_a_coster_for_an_unknown_model_fails_like_cost() -> None:
+    table = PriceTable("t", "omnillm", {"m": ModelPrice(model="m", rates=Rates(input=1, output=2))})
+    with pytest.raises(UnknownModelError) as from_coster:
+        table.coster("nope")
+    with pytest.raises(UnknownModelError) as from_cost:
+        table.cost("nope", Usage(1, 1))
+    assert str(from_coster.value) == str(from_cost.value)
+    with pytest.raises(InvalidValueError, match="model"):
+        table.coster("")
