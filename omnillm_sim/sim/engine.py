@@ -198,12 +198,6 @@ class _Run:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _entered(self, key: int) -> None:
-        """An admitted request entered the system on key index ``key``."""
-        self.in_system += 1
-        self.per_key[key] += 1
-        self.changed.add(key)
-
     def _left(self, key: int, admitted_at: float, now: float) -> None:
         """The request admitted at ``admitted_at`` on key index ``key`` left at ``now``.
 
@@ -274,7 +268,10 @@ class _Run:
         if checker is not None:
             checker.touched(decision.key)
             checker.admitted(arrival.id, decision.estimate.cost)
-        self._entered(decision.key)
+        key = decision.key  # it enters the system (`_left` ends its stay)
+        self.in_system += 1
+        self.per_key[key] += 1
+        self.changed.add(key)
         if self.keep_records:
             self._budget_step()
         if observed is not None:

@@ -290,8 +290,10 @@ class Provider:
     ) -> None:
         """Service begins now, at ``start`` (on a slot of ``key``, or with no slot limit if
         ``None``)."""
-        service = self.service_time(arrival)
         output = min(arrival.output_tokens, arrival.max_output_tokens)
+        service = arrival.service  # `service_time`, inline (once per request)
+        if service is None:
+            service = (arrival.ttft + output / self._spec.tokens_per_second) * arrival.jitter
         cancel_at = arrival.cancel_at
         if cancel_at is not None:
             cancel_after = service * cancel_at

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omnillm_sim.sim.distributions import Distribution
+from omnillm_sim.sim.workloads import _poisson_times
 
 
 @given(seed=st.integers(0, 2**32), mean=st.floats(0.0, 1e4), cv=st.floats(0.0, 3.0),
@@ -39,3 +40,20 @@ def test_a_sampler_draws_what_the_distribution_says(
         assert got == pytest.approx(want, rel=1e-12, abs=0.0), kind
         assert ours.getstate() == theirs.getstate(), kind  # the same number of draws
         assert dist.sample(ours) == pytest.approx(expected(kind, theirs), rel=1e-12, abs=0.0)
+
+
+@given(rate=st.floats(0.05, 50.0), horizon=st.floats(0.0, 50.0), seed=st.integers(0, 10**6))
+def test_poisson_arrival_times_are_cumulative_expovariate_draws(
+    rate: float, horizon: float, seed: int
+) -> None:
+    """The open workload's Poisson times are the running sum of ``rng.expovariate(rate)``
+    draws below the horizon (what the benchmark's SimPy baseline draws from the same stream)."""
+    rng = random.Random(seed)
+    expected: list[float] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= horizon:
+            break
+        expected.append(t)
+    assert list(_poisson_times(rate, horizon, random.Random(seed))) == expected
