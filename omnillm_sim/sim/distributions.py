@@ -84,7 +84,12 @@ class Distribution:
         if self.mean == 0:
             return repeat(0.0).__next__  # a degenerate exponential or lognormal: no draw
         if self.kind == "exponential":
-            return partial(rng.expovariate, 1.0 / self.mean)
+            rate, uniform, log = 1.0 / self.mean, rng.random, math.log
+
+            def exponential() -> float:
+                return -log(1.0 - uniform()) / rate  # rng.expovariate(rate), one frame less
+
+            return exponential
         mu, sigma = self._params
         return partial(rng.lognormvariate, mu, sigma)
 

@@ -223,7 +223,7 @@ class _Run:
             last = steps[-1]
             if last[1] == used and last[2] == spent:
                 return
-        steps.append((self.env.now, used, spent, used - spent))
+        steps.append((self.env._now, used, spent, used - spent))  # _now: `now` without a frame
 
     # -- request life --------------------------------------------------------------------
 
@@ -243,7 +243,7 @@ class _Run:
             arrival.id, arrival.model, arrival.prompt_tokens, arrival.max_output_tokens, None,
             arrival.stream,
         ))
-        now = self.env.now
+        now = self.env._now  # SimPy's `now` property, read without its frame (per request)
         decision = self.gateway.admit(request, now)
         if now > self.end_time:
             self.end_time = now
@@ -411,7 +411,7 @@ class _Run:
         if arrival is None:
             arrival = next(arrivals, None)
         while arrival is not None:
-            delay = arrival.time - env.now
+            delay = arrival.time - env._now  # `now` without the property's frame
             if delay > 0:
                 self._next_arrival = arrival
                 self._wake(delay, self._due, None)

@@ -246,8 +246,7 @@ class Provider:
     def submit(self, key: str, arrival: Arrival, token: Any) -> None:
         """Send ``arrival`` on key ``key`` now; ``on_reply(reply, token)`` gets the reply when
         it arrives (the same replies, at the same times, as `serve`)."""
-        env = self._env
-        now = env.now
+        now = self._env._now  # SimPy's `now` property, read without its frame (per request)
         fault = self._fault(key, arrival, now) if self._faults else None
         if fault is not None:
             retry = None
@@ -317,7 +316,7 @@ class Provider:
 
     def _arrived(self, event: Wake) -> None:
         kind, start, status, retry, usage, key, token = event._value
-        now = self._env.now
+        now = self._env._now  # `now` without the property's frame
         on_reply = self._on_reply
         assert on_reply is not None, "Provider.submit needs on_reply"
         on_reply(_new(ProviderReply, (kind, start, now, status, retry, usage)), token)
