@@ -284,7 +284,10 @@ class _Run:
         """The provider's reply to an admitted request: finish it at the gateway."""
         admission, arrival, done = token
         now = reply.end  # the reply arrives now
-        outcome = gw.ok(reply.usage) if reply.kind == "ok" else _outcome(reply)  # type: ignore[arg-type]
+        kind = reply.kind
+        # An ok reply's outcome is built as `gw.ok` builds it: the provider's usage is a Usage.
+        outcome = _new(gw.Outcome, ("ok", reply.usage, None, None, None)) if kind == "ok" else (
+            _outcome(reply))
         settlement = self.gateway.finish(admission, outcome, now)
         checker = self.checker
         if checker is not None:
@@ -295,12 +298,17 @@ class _Run:
                 checker.settled(arrival.id, settlement.charged)
                 if settlement.resettled is not None:
                     checker.resettled(arrival.id, settlement.resettled)
-        self._left(admission.key, admission.admitted_at, now)
+        key = admission.key  # `_left`, inline (once per request)
+        span = now - admission.admitted_at
+        self.area += span
+        self.key_area[key] += span
+        self.in_system -= 1
+        self.per_key[key] -= 1
+        self.changed.add(key)
         if now > self.end_time:
             self.end_time = now
-        kind = reply.kind
         status = kind if kind != "http_error" else f"http_{reply.status}"
-        self.tally.served(admission.key, status, arrival.time, reply.start, reply.end)
+        self.tally.served(key, status, arrival.time, reply.start, now)
         if self.keep_records:
             output = reply.usage.output_tokens if reply.usage is not None else 0
             self.records.append(_new(RequestRecord, (

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omnillm_sim.sim.distributions import Distribution
-from omnillm_sim.sim.workloads import _poisson_times
+from omnillm_sim.sim.scenario import scenario_from_dict
+from omnillm_sim.sim.workloads import RequestFactory, _poisson_times, open_arrivals
 
 
 @given(seed=st.integers(0, 2**32), mean=st.floats(0.0, 1e4), cv=st.floats(0.0, 3.0),
@@ -42,18 +43,29 @@ def test_a_sampler_draws_what_the_distribution_says(
         assert dist.sample(ours) == pytest.approx(expected(kind, theirs), rel=1e-12, abs=0.0)
 
 
-@given(rate=st.floats(0.05, 50.0), horizon=st.floats(0.0, 50.0), seed=st.integers(0, 10**6))
+@given(rate=st.floats(0.05, 50.0), horizon=st.floats(0.5, 50.0), seed=st.integers(0, 10**6),
+       cap=st.none() | st.integers(1, 40))
 def test_poisson_arrival_times_are_cumulative_expovariate_draws(
-    rate: float, horizon: float, seed: int
+    rate: float, horizon: float, seed: int, cap: int | None
 ) -> None:
     """The open workload's Poisson times are the running sum of ``rng.expovariate(rate)``
-    draws below the horizon (what the benchmark's SimPy baseline draws from the same stream)."""
+    draws below the horizon (what the benchmark's SimPy baseline draws from the same stream),
+    and ``max_requests`` stops them; the diurnal workload thins the same kind of stream."""
     rng = random.Random(seed)
     expected: list[float] = []
     t = 0.0
-    while True:
+    while cap is None or len(expected) < cap:
         t += rng.expovariate(rate)
         if t >= horizon:
             break
         expected.append(t)
-    assert list(_poisson_times(rate, horizon, random.Random(seed))) == expected
+    data: dict[str, object] = {
+        "duration": f"{horizon!r}s", "workload": {"kind": "poisson", "rate": f"{rate!r}/s"},
+    }
+    if cap is not None:
+        data["max_requests"] = cap
+    scenario = scenario_from_dict(data, source="test.toml")
+    factory = RequestFactory(scenario, random.Random(1))
+    times = [a.time for a in open_arrivals(scenario, factory, random.Random(seed))]
+    assert times == expected
+    assert list(_poisson_times(rate, horizon, random.Random(seed)))[: len(expected)] == expected
