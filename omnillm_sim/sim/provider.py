@@ -271,7 +271,8 @@ class Provider:
             if queue or self._busy[key] >= self._capacity:
                 # When a SimPy timeout of (deadline - now) created now would fire.
                 queue.append((now + (deadline - now), deadline, arrival, token))
-                self._arm(key)
+                if not self._armed[key]:  # `_arm`'s test first: its timer is usually set
+                    self._arm(key)
                 return
             self._busy[key] += 1
             self._start(key, arrival, token, deadline, now)
@@ -322,7 +323,7 @@ class Provider:
         on_reply(_new(ProviderReply, (kind, start, now, status, retry, usage)), token)
         if key is not None and start is not None:  # a slot frees: the next waiting one starts
             queue = self._queues[key]
-            if queue:
+            if queue and queue[0][0] <= now:  # `_expire`'s test first: its call is rare
                 self._expire(key, now)
             if queue:
                 _, deadline, arrival, waiting = queue.popleft()
