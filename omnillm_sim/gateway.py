@@ -704,10 +704,12 @@ class Gateway:
         else:
             effect = self._key_effect(key, admission, outcome, now)
         self._charged += charged
-        under = max(charged - est.cost, 0)
-        if under:
+        under = charged - est.cost
+        if under > 0:
             self._underestimated += under
             self._underestimated_requests += 1
+        else:
+            under = 0
         if kind == "ok" or kind == "completed_then_cancelled":
             self._succeeded += 1
         elif kind == "cancelled" or kind == "stream_abandoned":

@@ -282,12 +282,13 @@ class OmnillmStrategy:
         self._randrange = _randrange(rng)  # looked up once, not per request
 
     def choose(self, view: PoolView) -> int | None:
-        n = len(view)
+        pool = type(view) is _View  # the pool's own view: its keys' count without __len__
+        n = len(view.keys) if pool else len(view)  # type: ignore[attr-defined]
         if n == 0:
             self.last_attempts = 0
             return None
         start = self._randrange(n)
-        if type(view) is _View and view.usable(start):  # the common case: the first key tried
+        if pool and view.usable(start):  # type: ignore[attr-defined]  # the first key tried
             self.last_attempts = 1
             return start
         attempts, cap = 0, self.attempt_cap

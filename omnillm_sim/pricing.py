@@ -232,7 +232,8 @@ class Rates:
                 + (usage.input_tokens + writes) * self.input // m
                 + usage.cache_read_tokens * self.cache_read // m
             )
-        return cost + usage.prompt_tokens * self.input // m
+        # every input-side token (`usage.prompt_tokens`, without the property's call)
+        return cost + (usage.input_tokens + usage.cache_read_tokens + writes) * self.input // m
 
 
 @dataclass(frozen=True, slots=True)
