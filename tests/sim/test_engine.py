@@ -55,6 +55,26 @@ def test_request_timeout_cuts_long_requests(make_scenario: Make, csv_trace: Trac
     assert timeline(run(scenario)) == [(0.0, "ok", 0.0, 20.0), (5.0, "timeout", 20.0, 35.0)]
 
 
+def test_a_slot_freed_at_a_waiting_requests_deadline_times_it_out(
+    make_scenario: Make, csv_trace: Trace
+) -> None:
+    """One slot, a 10 s timeout, service = output tokens at 1 token/s. A runs 0-9; D (at 1)
+    runs 9-10; B (at 2) runs 10-12, ending exactly at its deadline (ok, not cut). C (at 2,
+    behind B) has waited until its own deadline, 12, when B's reply frees the slot: C times
+    out there without starting. The queue's timer fired at 11 (D's old expiry) and was set
+    again for 12 after B's reply was scheduled, so B's reply comes first and frees a slot at
+    C's deadline: the freed slot must not start a request whose time is up."""
+    trace = csv_trace([(0.0, 10, 9), (1.0, 10, 1), (2.0, 10, 2), (2.0, 10, 5)])
+    scenario = make_scenario(
+        merge(UNLIMITED, {"gateway": {"request_timeout": "10s"}}),
+        workload=trace_workload(trace),
+        provider={"concurrency": 1, "ttft": "0s", "tokens_per_second": 1, "jitter": 0.0},
+    )
+    assert timeline(run(scenario)) == [
+        (0.0, "ok", 0.0, 9.0), (1.0, "ok", 9.0, 10.0), (2.0, "ok", 10.0, 12.0),
+        (2.0, "timeout", None, 12.0)]
+
+
 def test_fault_windows_and_provider_rate_limit(make_scenario: Make, csv_trace: Trace) -> None:
     trace = csv_trace([(0.0, 10, 10), (12.0, 10, 10), (25.0, 10, 10), (26.0, 10, 10),
                        (27.0, 10, 10)])
