@@ -22,6 +22,8 @@ from omnillm_sim.gateway import (
     Outcome,
     Request,
     Settlement,
+    completed_then_cancelled,
+    http_error,
     ok,
     stream_abandoned,
     timeout,
@@ -131,3 +133,95 @@ def test_without_the_stream_quirks_a_faithful_gateway_settles_an_abandoned_strea
     s = gw.finish(adm, stream_abandoned(), 1.0)
     assert s.leaked is False and gw.budget.stats().open_count == 0
     assert gw.stats().leaked == 0 and gw.stats().cancelled == 1
+
+
+@pytest.mark.parametrize("policy", ["omnillm-0.1.5", "safe"])
+def test_an_underestimate_counts_from_one_micro_dollar_over_the_estimate(policy: str) -> None:
+    """A replayed bill (an outcome with ``cost``) charges exactly that: at the estimate or
+    below it nothing is underestimated; one micro-dollar over is one µ$ and one request."""
+    gw = Gateway(GatewayConfig(keys=(KeyConfig(label="a"),), policy=policy),
+                 budget=BudgetTracker("1.00"),
+                 prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=random.Random(0))
+    seen = []
+    for i, over in enumerate((0, -1, 1)):
+        adm = gw.admit(Request(id=i, model="gpt-4o", prompt_tokens=400), float(i))
+        assert isinstance(adm, Admission) and adm.estimate.cost > 1
+        bill = adm.estimate.cost + over
+        s = gw.finish(adm, Outcome("ok", Usage(1, 1), cost=bill), float(i))
+        seen.append((s.charged - bill, s.underestimate, gw.stats().underestimated_requests,
+                     gw.stats().underestimated))
+    assert seen == [(0, 0, 0, 0), (0, 0, 0, 0), (0, 1, 1, 1)]
+
+
+def test_an_ok_reply_with_a_replayed_bill_is_charged_the_bill_not_the_price() -> None:
+    gw = _gateway()
+    adm = gw.admit(Request(id=1, model="gpt-4o", prompt_tokens=10), 0.0)
+    assert isinstance(adm, Admission)
+    usage = Usage(10, 5)
+    priced = gw.prices.cost("gpt-4o", usage)
+    s = gw.finish(adm, Outcome("ok", usage, cost=priced + 7), 1.0)
+    assert s.charged == priced + 7 and gw.stats().charged == priced + 7
+    adm = gw.admit(Request(id=2, model="gpt-4o", prompt_tokens=10), 2.0)
+    assert gw.finish(adm, ok(usage), 3.0).charged == priced  # type: ignore[arg-type]
+
+
+def _safe_gateway(threshold: int) -> Gateway:
+    return Gateway(GatewayConfig(keys=(KeyConfig(label="a"),), policy="safe",
+                                 breaker_threshold=threshold),
+                   budget=BudgetTracker("1.00"),
+                   prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=random.Random(0))
+
+
+def test_a_late_cancel_after_completed_is_a_success_for_the_keys_breaker() -> None:
+    """failure, completed-then-cancelled, failure: the middle one resets the consecutive
+    count, so a threshold of 2 does not trip (two failures in a row do)."""
+
+    def effects(*outcomes: Outcome) -> list[str]:
+        gw = _safe_gateway(threshold=2)
+        seen = []
+        for i, outcome in enumerate(outcomes):
+            adm = gw.admit(Request(id=i, model="gpt-4o", prompt_tokens=10, stream=True),
+                           float(i))
+            assert isinstance(adm, Admission)
+            seen.append(gw.finish(adm, outcome, float(i)).key_effect)
+        return seen
+
+    late = completed_then_cancelled(Usage(10, 3))
+    assert effects(http_error(500), late, http_error(500)) == ["failure", "success", "failure"]
+    assert effects(http_error(500), http_error(500)) == ["failure", "breaker-tripped"]
+
+
+def test_without_the_quirks_an_abandoned_stream_says_nothing_about_the_key() -> None:
+    gw = _safe_gateway(threshold=1)  # one failure would trip it
+    for i in range(3):
+        adm = gw.admit(Request(id=i, model="gpt-4o", prompt_tokens=10, stream=True), float(i))
+        assert isinstance(adm, Admission), adm  # still admitted: the key never tripped
+        assert gw.finish(adm, stream_abandoned(), float(i)).key_effect == "none"
+    assert gw.stats().breaker_trips == 0
+
+
+def test_completed_then_cancelled_needs_the_usage_it_completed_with() -> None:
+    with pytest.raises(InvalidValueError, match="usage"):
+        Outcome("completed_then_cancelled")
+    assert Outcome("completed_then_cancelled", Usage(1, 2)).usage == Usage(1, 2)
+
+
+def test_the_faithful_quirks_count_each_double_settle_and_ignore_each_abandoned_stream() -> None:
+    """omnillm 8.1 and 8.2, counted: every late cancel settles a second time, and every
+    abandoned stream is reported to the key's breaker as saying nothing."""
+    from omnillm_sim.budget import SeedBudgetTracker
+
+    gw = Gateway(GatewayConfig(keys=(KeyConfig(label="a"),)),
+                 budget=SeedBudgetTracker.from_micros(10**9, name="seed"),
+                 prices=catalogue("omnillm-0.1.5", fallback="gpt-4o"), rng=random.Random(0))
+    # The leaks first: their estimates stay reserved, so the late cancels' second refunds
+    # (charge - estimate each) do not wrap the u64 counter below zero.
+    endings = [stream_abandoned(), stream_abandoned(), stream_abandoned(),
+               completed_then_cancelled(Usage(10, 3)), completed_then_cancelled(Usage(10, 4))]
+    for i, outcome in enumerate(endings):
+        adm = gw.admit(Request(id=i, model="gpt-4o", prompt_tokens=10, stream=True), float(i))
+        assert isinstance(adm, Admission)
+        gw.finish(adm, outcome, float(i))
+    assert gw.stats().double_settled == 2 and gw.stats().leaked == 3
+    breaker = gw.pool.keys[0].breaker.stats()
+    assert (breaker.successes, breaker.ignored, breaker.failures) == (2, 3, 0)
