@@ -298,13 +298,8 @@ class _Run:
                 checker.settled(arrival.id, settlement.charged)
                 if settlement.resettled is not None:
                     checker.resettled(arrival.id, settlement.resettled)
-        key = admission.key  # `_left`, inline (once per request)
-        span = now - admission.admitted_at
-        self.area += span
-        self.key_area[key] += span
-        self.in_system -= 1
-        self.per_key[key] -= 1
-        self.changed.add(key)
+        key = admission.key
+        self._left(key, admission.admitted_at, now)
         if now > self.end_time:
             self.end_time = now
         status = kind if kind != "http_error" else f"http_{reply.status}"

@@ -191,17 +191,11 @@ def open_arrivals(
             )
         return
     if w.kind == "poisson":
-        # `_poisson_times` written into this generator: one generator step per request, not two.
-        if w.rate <= 0:
-            return
-        uniform, rate, horizon, make = rng.random, w.rate, scenario.duration, factory.make
-        t = 0.0
-        while True:
-            t += -math.log(1.0 - uniform()) / rate  # rng.expovariate(rate), without its frame
-            if t >= horizon or (limit is not None and factory.made >= limit):
-                return
-            yield make(t)
-    times = _bursty_times(scenario, rng) if w.kind == "bursty" else _diurnal_times(scenario, rng)
+        times = _poisson_times(w.rate, scenario.duration, rng)
+    elif w.kind == "bursty":
+        times = _bursty_times(scenario, rng)
+    else:
+        times = _diurnal_times(scenario, rng)
     for t in times:
         if limit is not None and factory.made >= limit:
             return
